@@ -1,0 +1,25 @@
+"""Errors of dbtoolkit, written for the person running the tests.
+
+Every message says what failed and names the option or file that fixes it. The
+plugin reports these errors as their message alone, without a traceback.
+"""
+
+
+class DbtoolkitError(Exception):
+    """Base class of all dbtoolkit errors."""
+
+
+class ConfigError(DbtoolkitError):
+    """A setting has a value dbtoolkit cannot use."""
+
+
+class ServerError(DbtoolkitError):
+    """No PostgreSQL server could be started or reached."""
+
+
+class MigrationError(DbtoolkitError):
+    """Alembic could not bring the test template to head."""
+
+
+class NoSessionError(DbtoolkitError):
+    """A factory was used where no test session is active."""
