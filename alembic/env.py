@@ -6,9 +6,9 @@ The URL comes from ``-x url=...`` on the command line, else from ``sqlalchemy.ur
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import create_engine, pool
 
-from alembic import context
 from dbtoolkit.models import Base
 
 config = context.config

@@ -167,8 +167,9 @@ def db_session(engine: Engine, pytestconfig: pytest.Config) -> Iterator[Session]
     ``rollback()`` work as usual inside the test; a rollback returns to the state the
     test's seed fixtures committed.
     """
-    with isolated_session(engine) as session, seeding.activate(
-        session, pytestconfig.stash[FACTORIES]
+    with (
+        isolated_session(engine) as session,
+        seeding.activate(session, pytestconfig.stash[FACTORIES]),
     ):
         yield session
 

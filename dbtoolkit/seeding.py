@@ -27,7 +27,7 @@ _active: Session | None = None
 
 
 def current_session() -> Session:
-    """Return the session of the running test; the ``sqlalchemy_session_factory`` of bound factories."""
+    """Return the running test's session: the session factory of every bound factory."""
     if _active is None:
         raise NoSessionError(
             "a factory tried to create a row outside a database test; request the "
@@ -37,7 +37,7 @@ def current_session() -> Session:
 
 
 @contextmanager
-def activate(session: Session, factories: Iterable[FactoryClass] = ()) -> Iterator[Session]:
+def activate(session: Session, factories: tuple[FactoryClass, ...] = ()) -> Iterator[Session]:
     """Make ``session`` the one bound factories create through, for the block.
 
     Factory sequences restart, so that a test's values do not depend on the tests
@@ -85,4 +85,4 @@ def seed_for(base: int, nodeid: str) -> int:
 
 def reseed(seed: int) -> None:
     """Seed Faker and factory_boy's random generator."""
-    factory.random.reseed_random(seed)
+    factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]

@@ -86,8 +86,10 @@ def add_options(parser: pytest.Parser) -> None:
         group.addoption(
             option.cli, dest=option.ini, default=None, help=f"{option.help} (env {option.env})"
         )
-        ini_type = "linelist" if option.name == "factories" else "string"
-        parser.addini(option.ini, option.help, type=ini_type, default=None)
+        if option.name == "factories":
+            parser.addini(option.ini, option.help, type="linelist", default=None)
+        else:
+            parser.addini(option.ini, option.help, type="string", default=None)
 
 
 def resolve(config: pytest.Config) -> Settings:
