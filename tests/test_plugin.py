@@ -1,0 +1,578 @@
+"""The plugin's own behaviour, seen from a user's project: each test runs pytest on one.
+
+The inner projects use a tiny schema of their own (``catalog``: authors and their
+books), configured only through dbtoolkit's settings, which also shows that the
+plugin works with any schema. Every inner run is a subprocess: factories bound and
+SQLAlchemy registries filled by one run must not leak into the next.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+
+import pytest
+
+from dbtoolkit.seeding import seed_for
+
+CATALOG_MODELS = """
+    from sqlalchemy import ForeignKey, String
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+    class Base(DeclarativeBase):
+        pass
+
+
+    class Author(Base):
+        __tablename__ = "authors"
+
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+    class Book(Base):
+        __tablename__ = "books"
+
+        id: Mapped[int] = mapped_column(primary_key=True)
+        title: Mapped[str] = mapped_column(String(200))
+        author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+        author: Mapped[Author] = relationship()
+"""
+
+CATALOG_FACTORIES = """
+    import factory
+    from factory.alchemy import SQLAlchemyModelFactory
+
+    from catalog_models import Author, Book
+
+
+    class AuthorFactory(SQLAlchemyModelFactory):
+        class Meta:
+            model = Author
+            sqlalchemy_session_persistence = "flush"
+
+        class Params:
+            person = factory.Faker("name")
+
+        # The sequence number keeps names unique however often Faker repeats one.
+        name = factory.LazyAttributeSequence(lambda o, n: f"{o.person} {n}")
+
+
+    class BookFactory(SQLAlchemyModelFactory):
+        class Meta:
+            model = Book
+            sqlalchemy_session_persistence = "flush"
+
+        title = factory.Faker("sentence", nb_words=3)
+        author = factory.SubFactory(AuthorFactory)
+"""
+
+CATALOG_CONFTEST = """
+    from catalog_factories import AuthorFactory, BookFactory
+    from dbtoolkit import seed
+
+    seeded_authors = seed(AuthorFactory, 3)
+    seeded_books = seed(BookFactory, 2)
+"""
+
+ALEMBIC_INI = """
+    [alembic]
+    script_location = %(here)s/migrations
+    path_separator = os
+    sqlalchemy.url = postgresql+psycopg2://nobody@localhost/not_used_dbtoolkit_sets_it
+"""
+
+ALEMBIC_ENV = """
+    from sqlalchemy import create_engine, pool
+
+    from alembic import context
+
+    url = context.config.get_main_option("sqlalchemy.url")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+"""
+
+REVISION_AUTHORS = """
+    '''Create authors.
+
+    Revision ID: aaa1
+    '''
+    import sqlalchemy as sa
+
+    from alembic import op
+
+    revision = "aaa1"
+    down_revision = None
+
+
+    def upgrade():
+        op.create_table(
+            "authors",
+            sa.Column("id", sa.Integer(), primary_key=True),
+            sa.Column("name", sa.String(200), nullable=False, unique=True),
+        )
+"""
+
+REVISION_BOOKS = """
+    '''Create books, written by authors.
+
+    Revision ID: bbb2
+    '''
+    import sqlalchemy as sa
+
+    from alembic import op
+
+    revision = "bbb2"
+    down_revision = "aaa1"
+
+
+    def upgrade():
+        op.create_table(
+            "books",
+            sa.Column("id", sa.Integer(), primary_key=True),
+            sa.Column("title", sa.String(200), nullable=False),
+            sa.Column("author_id", sa.Integer(), sa.ForeignKey("authors.id"), nullable=False),
+        )
+        {extra}
+"""
+
+# The ini lines with which a project points dbtoolkit at its schema and factories.
+CATALOG_SETTINGS = """\
+dbtoolkit_alembic_ini = alembic.ini
+dbtoolkit_factories = catalog_factories
+"""
+
+
+def catalog_project(
+    pytester: pytest.Pytester, settings: str = CATALOG_SETTINGS, second_revision: str = ""
+) -> None:
+    """Write the catalog project: ini, migrations, models, factories and seed fixtures.
+
+    ``settings`` are the dbtoolkit lines of the ini; ``second_revision`` is one
+    statement run at the end of revision bbb2's upgrade.
+    """
+    pytester.makeini(
+        "[pytest]\npythonpath = .\nfilterwarnings = error\n" + textwrap.dedent(settings)
+    )
+    pytester.makefile(".ini", alembic=ALEMBIC_INI)
+    pytester.makepyfile(
+        catalog_models=CATALOG_MODELS,
+        catalog_factories=CATALOG_FACTORIES,
+        conftest=CATALOG_CONFTEST,
+        **{
+            "migrations/env": ALEMBIC_ENV,
+            "migrations/versions/aaa1_authors": REVISION_AUTHORS,
+            "migrations/versions/bbb2_books": REVISION_BOOKS.replace("{extra}", second_revision),
+        },
+    )
+
+
+def run(pytester: pytest.Pytester, *args: str, randomly: bool = False) -> pytest.RunResult:
+    """Run pytest on the inner project in a subprocess, in file order unless ``randomly``."""
+    if not randomly:
+        args = ("-p", "no:randomly", *args)
+    return pytester.runpytest_subprocess(*args, timeout=180)
+
+
+def _sep_line(result: pytest.RunResult, title: str) -> str:
+    """Return the output line that is ``title`` between separator characters."""
+    pattern = re.compile(rf"^[=_-]+ {re.escape(title)} [=_-]+$")
+    matches = [line for line in result.outlines if pattern.match(line)]
+    assert matches, f"no {title!r} line in the output"
+    return matches[0]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the outer run's options and dbtoolkit settings out of the inner runs."""
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    for name in list(os.environ):
+        if name.startswith("DBTOOLKIT_"):
+            monkeypatch.delenv(name)
+
+
+# --- The migration -----------------------------------------------------------------
+
+
+def test_a_broken_migration_errors_every_database_test_with_one_line(
+    pytester: pytest.Pytester,
+) -> None:
+    catalog_project(pytester, second_revision='op.execute("SELECT * FROM no_such_table")')
+    pytester.makepyfile(
+        test_books="""
+        def test_one(db_session):
+            pass
+
+        def test_two(db_session, seeded_authors):
+            pass
+
+        def test_three(db_session):
+            pass
+
+        def test_without_database():
+            assert 1 + 1 == 2
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, errors=3)
+    revision = pytester.path / "migrations" / "versions" / "bbb2_books.py"
+    message = (
+        f"MigrationError: alembic upgrade head failed in revision bbb2 "
+        f"(Create books, written by authors.; {revision}): "
+        'UndefinedTable: relation "no_such_table" does not exist'
+    )
+    assert result.outlines.count(message) == 3
+    # Each error is reported as its header and that one line, nothing else.
+    errors = result.outlines[
+        result.outlines.index(_sep_line(result, "ERRORS")) + 1 : result.outlines.index(
+            _sep_line(result, "short test summary info")
+        )
+    ]
+    assert errors == [
+        line
+        for name in ("test_one", "test_two", "test_three")
+        for line in (_sep_line(result, f"ERROR at setup of {name}"), message)
+    ]
+    assert "Traceback" not in result.stdout.str()
+    assert not [line for line in result.outlines if re.search(r"\.py:\d+", line)]
+
+
+def test_a_migration_raising_python_error_names_its_revision(pytester: pytest.Pytester) -> None:
+    catalog_project(pytester, second_revision='raise RuntimeError("boom")')
+    pytester.makepyfile(test_books="def test_one(db_session):\n    pass\n")
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    revision = pytester.path / "migrations" / "versions" / "bbb2_books.py"
+    result.stdout.fnmatch_lines(
+        [
+            "MigrationError: alembic upgrade head failed in revision bbb2 "
+            f"(Create books, written by authors.; {revision}): RuntimeError: boom"
+        ]
+    )
+
+
+# --- Isolation, whatever the order ---------------------------------------------------
+
+ORDER_TESTS = """
+    import pytest
+    from sqlalchemy import delete, func, select, text
+    from sqlalchemy.exc import IntegrityError
+
+    from catalog_factories import AuthorFactory, BookFactory
+    from catalog_models import Author, Book
+
+
+    def counts(session):
+        return tuple(
+            session.scalar(select(func.count()).select_from(model)) for model in (Author, Book)
+        )
+
+
+    def test_seed_fixtures_add_up(db_session, seeded_authors, seeded_books):
+        assert counts(db_session) == (5, 2)
+
+
+    @pytest.mark.parametrize("attempt", [1, 2])
+    def test_commit_a_fixed_name(db_session, seeded_authors, attempt):
+        # A leaked commit would make the second attempt a unique violation.
+        db_session.add(Author(name="Ada Lovelace"))
+        db_session.commit()
+        assert counts(db_session) == (4, 0)
+
+
+    def test_delete_everything(db_session, seeded_books):
+        assert counts(db_session) == (2, 2)
+        db_session.execute(delete(Book))
+        db_session.execute(delete(Author))
+        db_session.commit()
+        assert counts(db_session) == (0, 0)
+
+
+    def test_failed_statement_and_rollback_keep_the_seed(db_session, seeded_authors):
+        db_session.add(AuthorFactory.build(name=seeded_authors[0].name))
+        with pytest.raises(IntegrityError):
+            db_session.commit()
+        db_session.rollback()
+        assert counts(db_session) == (3, 0)
+
+
+    @pytest.mark.parametrize("attempt", [1, 2])
+    def test_ddl_is_undone(db_session, attempt):
+        assert db_session.scalar(text("SELECT to_regclass('scratch')")) is None
+        db_session.execute(text("CREATE TABLE scratch (id int)"))
+        db_session.commit()
+        assert db_session.scalar(text("SELECT to_regclass('scratch')")) == "scratch"
+
+
+    def test_factory_without_seed(db_session):
+        assert counts(db_session) == (0, 0)
+        BookFactory.create_batch(4)
+        db_session.commit()
+        assert counts(db_session) == (4, 4)
+"""
+
+ORDER_TEST_NAMES = [
+    "test_seed_fixtures_add_up",
+    "test_commit_a_fixed_name[1]",
+    "test_commit_a_fixed_name[2]",
+    "test_delete_everything",
+    "test_failed_statement_and_rollback_keep_the_seed",
+    "test_ddl_is_undone[1]",
+    "test_ddl_is_undone[2]",
+    "test_factory_without_seed",
+]
+
+
+@pytest.mark.parametrize(
+    ("order", "args"),
+    [
+        pytest.param("forward", (), id="forward"),
+        pytest.param("reversed", ("--reverse",), id="reversed"),
+        pytest.param("random", ("-p", "randomly", "--randomly-seed=12345"), id="random"),
+    ],
+)
+def test_every_test_sees_only_its_own_data_in_any_order(
+    pytester: pytest.Pytester, order: str, args: tuple[str, ...]
+) -> None:
+    catalog_project(pytester)
+    pytester.makepyfile(test_order=ORDER_TESTS)
+    result = run(pytester, "-v", *args, randomly=order == "random")
+    result.assert_outcomes(passed=len(ORDER_TEST_NAMES))
+    ran = [
+        match[1]
+        for line in result.outlines
+        if (match := re.match(r"test_order\.py::(\S+) PASSED", line))
+    ]
+    assert sorted(ran) == sorted(ORDER_TEST_NAMES)
+    if order == "random":
+        result.stdout.fnmatch_lines(["Using --randomly-seed=12345"])
+    if order == "forward":
+        assert ran == ORDER_TEST_NAMES
+    elif order == "reversed":
+        assert ran == ORDER_TEST_NAMES[::-1]
+    else:
+        assert ran not in (ORDER_TEST_NAMES, ORDER_TEST_NAMES[::-1])
+
+
+def test_every_test_sees_only_its_own_data_across_xdist_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    catalog_project(pytester)
+    pytester.makepyfile(test_order=ORDER_TESTS)
+    result = run(pytester, "-n", "2")
+    result.assert_outcomes(passed=len(ORDER_TEST_NAMES))
+    result.stdout.fnmatch_lines([f"2 workers [[]{len(ORDER_TEST_NAMES)} items[]]"])
+
+
+# --- The header and the settings ---------------------------------------------------
+
+
+def test_header_says_the_server_runs_as_postgres_when_pytest_runs_as_root(
+    pytester: pytest.Pytester,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a run as root hands the server to another OS user")
+    catalog_project(pytester)
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = run(pytester, "--co")
+    result.assert_outcomes()
+    result.stdout.fnmatch_lines(
+        [
+            "dbtoolkit: pytest-postgresql starts a server with */pg_ctl, "
+            "run as OS user 'postgres' because pytest runs as root"
+        ]
+    )
+
+
+SEED_INI = CATALOG_SETTINGS + "dbtoolkit_seed = 3\n"
+
+
+@pytest.mark.parametrize(
+    ("settings", "env", "args", "expected"),
+    [
+        pytest.param(
+            SEED_INI,
+            {"DBTOOLKIT_SEED": "5"},
+            ("--dbtoolkit-seed=7", "--dbtoolkit-factories=catalog_factories"),
+            "schema {path}/alembic.ini (from ini), head bbb2; "
+            "factories catalog_factories (from cli), 2 bound; seed 7 (from cli)",
+            id="cli-beats-env-and-ini",
+        ),
+        pytest.param(
+            SEED_INI,
+            {"DBTOOLKIT_SEED": "5", "DBTOOLKIT_ALEMBIC_INI": "alembic.ini"},
+            (),
+            "schema {path}/alembic.ini (from env), head bbb2; "
+            "factories catalog_factories (from ini), 2 bound; seed 5 (from env)",
+            id="env-beats-ini",
+        ),
+        pytest.param(
+            "",
+            {},
+            (),
+            "schema {path}/alembic.ini (from default), head bbb2; "
+            "factories none (from default), 0 bound; seed 0 (from default)",
+            id="defaults",
+        ),
+    ],
+)
+def test_header_names_each_setting_and_where_it_came_from(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: str,
+    env: dict[str, str],
+    args: tuple[str, ...],
+    expected: str,
+) -> None:
+    catalog_project(pytester, settings=settings)
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = run(pytester, "--co", *args)
+    result.assert_outcomes()
+    assert f"dbtoolkit: {expected.format(path=pytester.path)}" in result.outlines
+
+
+def test_a_seed_that_is_not_a_number_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    catalog_project(pytester, settings=SEED_INI)
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = run(pytester, "--dbtoolkit-seed=abc")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        "ERROR: dbtoolkit seed must be a whole number, got 'abc' (from cli); "
+        "fix --dbtoolkit-seed, DBTOOLKIT_SEED or dbtoolkit_seed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "args", "error"),
+    [
+        pytest.param(
+            CATALOG_SETTINGS,
+            ("--dbtoolkit-factories=nope",),
+            "factories module 'nope' could not be imported: "
+            "ModuleNotFoundError: No module named 'nope'",
+            id="cli-missing-module",
+        ),
+        pytest.param(
+            "dbtoolkit_factories =\n    catalog_factories\n    broken_factories\n",
+            (),
+            "factories module 'broken_factories' could not be imported: RuntimeError: boom",
+            id="ini-module-that-raises",
+        ),
+    ],
+)
+def test_a_factories_module_that_does_not_import_is_a_usage_error(
+    pytester: pytest.Pytester, settings: str, args: tuple[str, ...], error: str
+) -> None:
+    catalog_project(pytester, settings=settings)
+    pytester.makepyfile(
+        broken_factories='raise RuntimeError("boom")\n',
+        test_nothing="def test_nothing():\n    pass\n",
+    )
+    result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == (
+        f"ERROR: {error}; fix the module or the dbtoolkit_factories setting (--dbtoolkit-factories)"
+    )
+
+
+# --- Errors in the tests themselves -----------------------------------------------
+
+
+def test_a_missing_alembic_ini_errors_every_database_test(pytester: pytest.Pytester) -> None:
+    catalog_project(
+        pytester,
+        settings="dbtoolkit_alembic_ini = missing/alembic.ini\n"
+        "dbtoolkit_factories = catalog_factories\n",
+    )
+    pytester.makepyfile(
+        test_books="""
+        def test_one(db_session):
+            pass
+
+        def test_two(seeded_books):
+            pass
+
+        def test_without_database():
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, errors=2)
+    message = (
+        f"alembic.ini not found at {pytester.path}/missing/alembic.ini; point "
+        "--dbtoolkit-alembic-ini (ini key dbtoolkit_alembic_ini) at your project's alembic.ini"
+    )
+    assert result.outlines.count(f"ConfigError: {message}") == 2
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_a_factory_outside_a_database_test_fails_with_what_to_request(
+    pytester: pytest.Pytester,
+) -> None:
+    catalog_project(pytester)
+    pytester.makepyfile(
+        test_books="""
+        from catalog_factories import AuthorFactory, BookFactory
+
+        def test_build_needs_no_session():
+            assert BookFactory.build().author.name
+
+        def test_create_needs_one():
+            AuthorFactory()
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    message = (
+        "NoSessionError: a factory tried to create a row outside a database test; request the "
+        "db_session fixture (or a seed fixture such as seeded_users) in this test"
+    )
+    assert (
+        result.outlines[result.outlines.index(_sep_line(result, "test_create_needs_one")) + 1]
+        == message
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+FAILING_TESTS = """
+    from catalog_factories import AuthorFactory
+
+
+    def test_other_data_first(db_session):
+        AuthorFactory.create_batch(4)
+
+
+    def test_fails_with_data(db_session, seeded_authors):
+        author = AuthorFactory()
+        print("data:", [seeded.name for seeded in seeded_authors], author.name)
+        assert False
+"""
+
+
+def test_a_failing_test_reports_its_seed_and_reproduces_its_data(
+    pytester: pytest.Pytester,
+) -> None:
+    catalog_project(pytester)
+    pytester.makepyfile(test_seeded=FAILING_TESTS)
+    seed = seed_for(0, "test_seeded.py::test_fails_with_data")
+    seed_line = (
+        f"Faker/factory_boy seed of this test: {seed} (derived from its node id and "
+        "--dbtoolkit-seed; the same test reproduces the same data)"
+    )
+    data = []
+    for args in [(), ("--reverse",)]:
+        result = run(pytester, *args)
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines(["*- dbtoolkit -*", seed_line])
+        assert result.outlines.count(seed_line) == 1
+        data.append([line for line in result.outlines if line.startswith("data: ")])
+    assert len(data[0]) == 1
+    assert data[0] == data[1]
