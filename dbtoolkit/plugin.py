@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from port_for import get_port
 from pytest_postgresql.config import PostgreSQLConfig, get_config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
@@ -24,7 +23,14 @@ from sqlalchemy.orm import Session
 from dbtoolkit import errors, schema, seeding
 from dbtoolkit.errors import ConfigError, DbtoolkitError
 from dbtoolkit.isolation import isolated_session
-from dbtoolkit.server import Server, existing_server, find_pg_ctl, running_server, service_user
+from dbtoolkit.provision import provision
+from dbtoolkit.server import (
+    Server,
+    binary_version,
+    existing_server,
+    find_pg_ctl,
+    service_user,
+)
 from dbtoolkit.settings import Settings, add_options, resolve
 
 SETTINGS = pytest.StashKey[Settings]()
@@ -66,7 +72,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             if settings.database:
                 server += f", testing in database {settings.database!r} as it is"
         else:
-            server = f"pytest-postgresql starts a server with {find_pg_ctl(_pg_config(config))}"
+            pg_ctl = find_pg_ctl(_pg_config(config))
+            server = f"pytest-postgresql starts PostgreSQL {binary_version(pg_ctl)} with {pg_ctl}"
             os_user = service_user()
             if os_user is not None:
                 server += f", run as OS user {os_user.pw_name!r} because pytest runs as root"
@@ -75,7 +82,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     try:
         head = schema.head_revision(schema.alembic_config(settings.alembic_ini))
     except DbtoolkitError as exc:
-        head = str(exc)
+        head = f"unknown ({exc})"
     return [
         f"dbtoolkit: {server}",
         f"dbtoolkit: schema {settings.describe('alembic_ini')}, head {head}; "
@@ -97,7 +104,8 @@ def pytest_runtest_makereport(
             (
                 "dbtoolkit",
                 f"Faker/factory_boy seed of this test: {item.stash[TEST_SEED]} (derived from its "
-                "node id and --dbtoolkit-seed; the same test reproduces the same data)",
+                "node id and --dbtoolkit-seed; its fixtures draw from it, its body from the "
+                "seed + 1, on every run and in any order)",
             )
         )
     return report
@@ -116,54 +124,14 @@ def _shared(config: pytest.Config) -> dict[str, Any] | None:
     return shared
 
 
-@contextmanager
-def provide_server(config: pytest.Config) -> Iterator[Server]:
-    """Reach the configured server, or start one with pytest-postgresql's settings."""
-    settings = config.stash[SETTINGS]
-    if settings.url is not None:
-        yield existing_server(settings.url)
-        return
-    pg_config = _pg_config(config)
-    port = get_port(pg_config.port)
-    assert port is not None
-    with running_server(
-        find_pg_ctl(pg_config),
-        host=pg_config.host,
-        port=port,
-        user=pg_config.user,
-        password=pg_config.password,
-        startparams=pg_config.startparams,
-        postgres_options=pg_config.postgres_options,
-    ) as server:
-        yield server
-
-
-@contextmanager
-def provide_template(server: Server, settings: Settings, run: str) -> Iterator[str]:
-    """Migrate a new template database to head and drop it afterwards; yield its name.
-
-    With ``--dbtoolkit-database``, migrate that database in place instead (one run at a
-    time) and yield its name; it is never dropped.
-    """
-    admin = server.url()
-    config = schema.alembic_config(settings.alembic_ini)
-    schema.head_revision(config)
-    if settings.database:
-        schema.check_test_database(settings.database, settings.allow_nontest_database)
-        url = server.url(settings.database)
-        with schema.run_lock(admin, f"migrate {settings.database}"):
-            schema.upgrade_to_head(schema.alembic_config(settings.alembic_ini, url))
-        yield settings.database
-        return
-    with ExitStack() as stack:
-        if settings.url is not None:
-            # A shared server: hold this run's lock, and clean up after killed runs.
-            stack.enter_context(schema.run_lock(admin, run))
-            schema.drop_abandoned(admin)
-        name = f"{schema.PREFIX}{run}_tmpl"
-        url = stack.enter_context(schema.created_database(admin, name, run=run))
-        schema.upgrade_to_head(schema.alembic_config(settings.alembic_ini, url))
-        yield name
+def _provision(config: pytest.Config) -> AbstractContextManager[tuple[Server, str]]:
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    return provision(
+        config.stash[SETTINGS],
+        _pg_config(config),
+        config.stash[RUN],
+        cache.mkdir("dbtoolkit") if cache is not None else None,
+    )
 
 
 class _XdistController:
@@ -183,10 +151,7 @@ class _XdistController:
     def _provide(self) -> dict[str, Any]:
         run = self.config.stash[RUN]
         try:
-            server = self.resources.enter_context(provide_server(self.config))
-            template = self.resources.enter_context(
-                provide_template(server, self.config.stash[SETTINGS], run)
-            )
+            server, template = self.resources.enter_context(_provision(self.config))
         except DbtoolkitError as exc:
             return {"error": [type(exc).__name__, str(exc)], "run": run}
         return {"server": dataclasses.asdict(server), "template": template, "run": run}
@@ -202,32 +167,34 @@ def dbtoolkit_settings(pytestconfig: pytest.Config) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def dbtoolkit_server(pytestconfig: pytest.Config) -> Iterator[Server]:
+def _dbtoolkit_provisioned(pytestconfig: pytest.Config) -> Iterator[tuple[Server, str]]:
+    shared = _shared(pytestconfig)
+    if shared is not None:
+        yield Server(**shared["server"]), shared["template"]
+        return
+    with _provision(pytestconfig) as provided:
+        yield provided
+
+
+@pytest.fixture(scope="session")
+def dbtoolkit_server(_dbtoolkit_provisioned: tuple[Server, str]) -> Server:
     """The PostgreSQL server of this run (session scope).
 
     Either the one ``--dbtoolkit-url`` names, or one started with pytest-postgresql's
     options (binary, host, port, user, password) and removed at the end. Under xdist,
     the controller starts it once for all workers.
     """
-    shared = _shared(pytestconfig)
-    if shared is not None:
-        yield Server(**shared["server"])
-        return
-    with provide_server(pytestconfig) as server:
-        yield server
+    return _dbtoolkit_provisioned[0]
 
 
 @pytest.fixture(scope="session")
-def dbtoolkit_template(
-    pytestconfig: pytest.Config, dbtoolkit_server: Server, dbtoolkit_settings: Settings
-) -> Iterator[str]:
-    """The name of the database Alembic migrated to head, once per run (session scope)."""
-    shared = _shared(pytestconfig)
-    if shared is not None:
-        yield shared["template"]
-        return
-    with provide_template(dbtoolkit_server, dbtoolkit_settings, pytestconfig.stash[RUN]) as name:
-        yield name
+def dbtoolkit_template(_dbtoolkit_provisioned: tuple[Server, str]) -> str:
+    """The name of the database Alembic migrated to head, once per run (session scope).
+
+    In a server dbtoolkit starts, the migrated data directory is saved in pytest's
+    cache and the next run with the same migrations starts from it.
+    """
+    return _dbtoolkit_provisioned[1]
 
 
 @pytest.fixture(scope="session")
@@ -280,10 +247,21 @@ def db_session(engine: Engine, pytestconfig: pytest.Config) -> Iterator[Session]
 
 @pytest.fixture(autouse=True)
 def _dbtoolkit_reseed(request: pytest.FixtureRequest, dbtoolkit_settings: Settings) -> None:
-    """Seed Faker and factory_boy from the test's node id, so every run makes the same data."""
+    """Seed Faker and factory_boy from the test's node id before its fixtures run."""
     seed = seeding.seed_for(dbtoolkit_settings.seed, request.node.nodeid)
     request.node.stash[TEST_SEED] = seed
     seeding.reseed(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """Reseed right before the test body, after plugins such as pytest-randomly reseeded.
+
+    The body draws from seed + 1, so that it does not repeat its fixtures' values.
+    """
+    if TEST_SEED in pyfuncitem.stash:
+        seeding.reseed(pyfuncitem.stash[TEST_SEED] + 1)
+    return (yield)
 
 
 def seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Callable[..., Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import create_engine, text
@@ -63,6 +64,18 @@ def head_revision(config: Config) -> str:
             "merge them with 'alembic merge heads'"
         )
     return heads[0] if heads else "base"
+
+
+def current_revision(url: URL) -> str | None:
+    """Return the Alembic revision of the database at ``url``; None if it has none or is gone."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except DBAPIError:
+        return None
+    finally:
+        engine.dispose()
 
 
 def upgrade_to_head(config: Config) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mirakuru.exceptions import ExecutorError
 from pytest_postgresql.config import PostgreSQLConfig
@@ -101,6 +102,13 @@ def find_pg_ctl(config: PostgreSQLConfig) -> str:
     )
 
 
+def binary_version(pg_ctl: str) -> str:
+    """Return the version ``pg_ctl --version`` reports, e.g. ``15.20``."""
+    output = subprocess.run([pg_ctl, "--version"], capture_output=True, text=True, check=False)
+    words = output.stdout.split()
+    return words[2] if len(words) > 2 else "of unknown version"
+
+
 def service_user() -> pwd.struct_passwd | None:
     """Return the OS user to run the server as, or None when not running as root."""
     if os.geteuid() != 0:
@@ -117,8 +125,10 @@ def service_user() -> pwd.struct_passwd | None:
     )
 
 
-def _private_dir(prefix: str, owner: pwd.struct_passwd | None = None) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix))  # mode 0700
+def _private_dir(
+    prefix: str, owner: pwd.struct_passwd | None = None, parent: str | None = None
+) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))  # mode 0700
     if owner is not None:
         os.chown(path, owner.pw_uid, owner.pw_gid)
     return path
@@ -163,6 +173,63 @@ def _launcher(pg_ctl: str, user: pwd.struct_passwd, workdir: Path, in_dir: Path)
     return str(path)
 
 
+class _Executor(PostgreSQLExecutor):
+    """pytest-postgresql's executor, able to start from a copy of a saved data directory."""
+
+    def __init__(
+        self, *args: Any, snapshot: Path | None, owner: pwd.struct_passwd | None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.snapshot = snapshot
+        self.owner = owner
+
+    def init_directory(self) -> None:
+        if self.snapshot is None or self._directory_initialised:
+            super().init_directory()
+            return
+        shutil.copytree(self.snapshot, self.datadir, symlinks=True)
+        if self.owner is not None:
+            for path in (Path(self.datadir), *Path(self.datadir).rglob("*")):
+                os.lchown(path, self.owner.pw_uid, self.owner.pw_gid)
+        self._directory_initialised = True
+
+
+class LocalServer:
+    """A server started by ``running_server``; its data directory can be saved when it stops."""
+
+    def __init__(self, server: Server, datadir: Path, from_snapshot: bool) -> None:
+        self.server = server
+        self.datadir = datadir
+        self.from_snapshot = from_snapshot
+        self.save_to: Path | None = None
+
+    def save_on_stop(self, destination: Path) -> None:
+        """After a clean stop, copy the data directory to ``destination`` (if it is not there)."""
+        self.save_to = destination
+
+    def _save(self) -> None:
+        if self.save_to is None or self.save_to.exists():
+            return
+        self.save_to.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.save_to.parent))
+        try:
+            shutil.copytree(self.datadir, partial / "data", symlinks=True)
+            partial.rename(self.save_to)  # atomic: a concurrent run's copy wins or ours does
+        except OSError:
+            pass
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _scratch_root() -> str | None:
+    """A RAM-backed temporary directory when there is one with room, else the default."""
+    try:
+        usage = shutil.disk_usage("/dev/shm")
+    except OSError:
+        return None
+    return "/dev/shm" if usage.free > 2**30 and os.access("/dev/shm", os.W_OK) else None
+
+
 @contextmanager
 def running_server(
     pg_ctl: str,
@@ -173,14 +240,17 @@ def running_server(
     password: str | None,
     startparams: str = "-w",
     postgres_options: str = "",
-) -> Iterator[Server]:
+    snapshot: Path | None = None,
+) -> Iterator[LocalServer]:
     """Start a throwaway server with ``pg_ctl``; stop it and remove its files on exit.
 
-    It listens on ``host`` only and keeps its socket in its own private directory.
+    It starts from a copy of ``snapshot`` (a saved data directory) when given, else
+    from ``initdb``. It listens on ``host`` only and keeps its socket and files in a
+    private directory, in RAM where the machine has a large enough /dev/shm.
     """
     os_user = service_user()
     with ExitStack() as cleanup:
-        workdir = _private_dir("dbtoolkit-pg-", os_user)
+        workdir = _private_dir("dbtoolkit-pg-", os_user, _scratch_root())
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
         executable = pg_ctl
         if os_user is not None:
@@ -189,7 +259,7 @@ def running_server(
             runnable = _installation_for(os_user, pg_ctl, root_dir)
             executable = _launcher(runnable, os_user, workdir, root_dir)
 
-        executor = PostgreSQLExecutor(
+        executor = _Executor(
             executable=executable,
             host=host,
             port=port,
@@ -201,21 +271,25 @@ def running_server(
             user=user,
             password=password,
             postgres_options=f"-c listen_addresses='{host}' {postgres_options}".strip(),
+            snapshot=snapshot,
+            owner=os_user,
         )
         try:
-            version = str(executor.version)
             executor.start()
         except (OSError, subprocess.SubprocessError, ExecutorError) as exc:
             raise ServerError(_start_failure(pg_ctl, workdir, exc)) from None
-        cleanup.callback(executor.stop)
-        yield Server(
+        server = Server(
             host=host,
             port=port,
             user=user,
             password=password,
-            version=version,
+            version=binary_version(pg_ctl),
             os_user=os_user.pw_name if os_user else None,
         )
+        local = LocalServer(server, workdir / "data", from_snapshot=snapshot is not None)
+        cleanup.callback(local._save)
+        cleanup.callback(executor.stop)
+        yield local
 
 
 def _start_failure(pg_ctl: str, workdir: Path, exc: Exception) -> str:
