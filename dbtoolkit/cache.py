@@ -1,0 +1,60 @@
+"""A saved, migrated data directory, so that the next run skips initdb and the migrations.
+
+An entry is keyed by everything that decides its contents: the server binary and its
+version, the role, and every file of the Alembic history. Change any of them and the
+key changes; the old entry is never used again and is pruned. An entry that fails to
+start or whose template is not at head is deleted and rebuilt, never an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+# Bump when what an entry holds changes meaning.
+FORMAT = "1"
+# Entries kept per project; older ones are removed when a new one is saved.
+KEEP = 3
+
+
+def key(config: Config, pg_ctl: str, version: str, user: str, password: str | None) -> str:
+    """Return the key of the data directory these inputs produce."""
+    digest = hashlib.sha256()
+    for part in (FORMAT, pg_ctl, version, user, password or ""):
+        digest.update(part.encode() + b"\0")
+    if config.config_file_name is not None:
+        digest.update(Path(config.config_file_name).read_bytes())
+    script = ScriptDirectory.from_config(config)
+    for directory in sorted({script.dir, *script.version_locations}):
+        for path in sorted(Path(directory).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(directory)).encode() + b"\0")
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def lookup(root: Path, entry_key: str) -> Path | None:
+    """Return the saved data directory of ``entry_key``, if there is a complete one."""
+    data = root / entry_key / "data"
+    return data if (data / "PG_VERSION").is_file() else None
+
+
+def destination(root: Path, entry_key: str) -> Path:
+    """Where to save the entry of ``entry_key``; prunes all but the newest entries."""
+    entries = sorted(
+        (path for path in root.glob("*") if path.is_dir() and not path.name.startswith(".")),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
+    for old in entries[KEEP - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)
+    return root / entry_key
+
+
+def discard(root: Path, entry_key: str) -> None:
+    """Delete a broken or stale entry."""
+    shutil.rmtree(root / entry_key, ignore_errors=True)
