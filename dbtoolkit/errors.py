@@ -21,5 +21,9 @@ class MigrationError(DbtoolkitError):
     """Alembic could not bring the test template to head."""
 
 
+class IsolationError(DbtoolkitError):
+    """A test escaped the transaction that isolates it."""
+
+
 class NoSessionError(DbtoolkitError):
     """A factory was used where no test session is active."""

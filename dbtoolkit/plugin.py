@@ -72,7 +72,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             if settings.database:
                 server += f", testing in database {settings.database!r} as it is"
         else:
-            pg_ctl = find_pg_ctl(_pg_config(config))
+            pg_ctl = find_pg_ctl(postgresql_config(config))
             server = f"pytest-postgresql starts PostgreSQL {binary_version(pg_ctl)} with {pg_ctl}"
             os_user = service_user()
             if os_user is not None:
@@ -111,7 +111,8 @@ def pytest_runtest_makereport(
     return report
 
 
-def _pg_config(config: pytest.Config) -> PostgreSQLConfig:
+def postgresql_config(config: pytest.Config) -> PostgreSQLConfig:
+    """pytest-postgresql's settings (its --postgresql-* options and ini keys) for this run."""
     # pytest-postgresql reads its options through request.config only.
     return get_config(SimpleNamespace(config=config))  # type: ignore[arg-type]
 
@@ -128,7 +129,7 @@ def _provision(config: pytest.Config) -> AbstractContextManager[tuple[Server, st
     cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
     return provision(
         config.stash[SETTINGS],
-        _pg_config(config),
+        postgresql_config(config),
         config.stash[RUN],
         cache.mkdir("dbtoolkit") if cache is not None else None,
     )
@@ -231,7 +232,7 @@ def engine(dbtoolkit_database: URL) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def db_session(engine: Engine, pytestconfig: pytest.Config) -> Iterator[Session]:
+def db_session(engine: Engine) -> Iterator[Session]:
     """A Session whose every change is rolled back after the test, even what it commits.
 
     Function scope. The bound factories create through it. ``commit()`` and
@@ -240,7 +241,7 @@ def db_session(engine: Engine, pytestconfig: pytest.Config) -> Iterator[Session]
     """
     with (
         isolated_session(engine) as session,
-        seeding.activate(session, pytestconfig.stash[FACTORIES]),
+        seeding.activate(session),
     ):
         yield session
 
@@ -250,7 +251,7 @@ def _dbtoolkit_reseed(request: pytest.FixtureRequest, dbtoolkit_settings: Settin
     """Seed Faker and factory_boy from the test's node id before its fixtures run."""
     seed = seeding.seed_for(dbtoolkit_settings.seed, request.node.nodeid)
     request.node.stash[TEST_SEED] = seed
-    seeding.reseed(seed)
+    seeding.reseed(seed, request.config.stash[FACTORIES])
 
 
 @pytest.hookimpl(wrapper=True)

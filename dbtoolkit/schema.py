@@ -20,7 +20,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from dbtoolkit.errors import ConfigError, MigrationError, ServerError
@@ -119,16 +119,8 @@ def _execute_autocommit(url: URL, *statements: str) -> None:
         with engine.connect() as connection:
             for statement in statements:
                 connection.exec_driver_sql(statement)
-    except DBAPIError as exc:
-        if getattr(exc.orig, "pgcode", None) == "42501":  # insufficient_privilege
-            raise ServerError(
-                f"role {url.username!r} may not create databases on PostgreSQL at "
-                f"{url.host}:{url.port}; grant it CREATEDB (ALTER ROLE ... CREATEDB), or name "
-                "a database to test in as it is with --dbtoolkit-database"
-            ) from None
-        if isinstance(exc, OperationalError):
-            raise ServerError(connection_failure(url, exc)) from None
-        raise
+    except OperationalError as exc:
+        raise ServerError(connection_failure(url, exc)) from None
     finally:
         engine.dispose()
 
@@ -146,9 +138,17 @@ def create_database(admin_url: URL, name: str, *, template: str | None = None, r
     statement = f"CREATE DATABASE {_quote(name)}"
     if template is not None:
         statement += f" TEMPLATE {_quote(template)}"
-    _execute_autocommit(
-        admin_url, statement, f"COMMENT ON DATABASE {_quote(name)} IS {_literal(MARK + run)}"
-    )
+    comment = f"COMMENT ON DATABASE {_quote(name)} IS {_literal(MARK + run)}"
+    try:
+        _execute_autocommit(admin_url, statement, comment)
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "pgcode", None) != "42501":  # insufficient_privilege
+            raise
+        raise ServerError(
+            f"role {admin_url.username!r} may not create databases on PostgreSQL at "
+            f"{admin_url.host}:{admin_url.port}; grant it CREATEDB (ALTER ROLE ... CREATEDB), "
+            "or name a database to test in as it is with --dbtoolkit-database"
+        ) from None
 
 
 def drop_database(admin_url: URL, name: str) -> None:
@@ -213,9 +213,14 @@ def drop_abandoned(admin_url: URL) -> list[str]:
                     connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
     finally:
         engine.dispose()
+    dropped = []
     for name in abandoned:
-        drop_database(admin_url, name)
-    return abandoned
+        try:
+            drop_database(admin_url, name)
+        except (DBAPIError, ServerError):
+            continue  # another role's run: not ours to drop
+        dropped.append(name)
+    return dropped
 
 
 def check_test_database(name: str, allowed: bool) -> None:

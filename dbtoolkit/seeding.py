@@ -37,16 +37,10 @@ def current_session() -> Session:
 
 
 @contextmanager
-def activate(session: Session, factories: tuple[FactoryClass, ...] = ()) -> Iterator[Session]:
-    """Make ``session`` the one bound factories create through, for the block.
-
-    Factory sequences restart, so that a test's values do not depend on the tests
-    that ran before it.
-    """
+def activate(session: Session) -> Iterator[Session]:
+    """Make ``session`` the one bound factories create through, for the block."""
     global _active
     previous, _active = _active, session
-    for factory_class in factories:
-        factory_class.reset_sequence(force=True)
     try:
         yield session
     finally:
@@ -83,6 +77,11 @@ def seed_for(base: int, nodeid: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def reseed(seed: int) -> None:
-    """Seed Faker and factory_boy's random generator."""
+def reseed(seed: int, factories: tuple[FactoryClass, ...] = ()) -> None:
+    """Seed Faker and factory_boy's random generator, and restart the factories' sequences.
+
+    Together they make a test's values independent of the tests that ran before it.
+    """
     factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
+    for factory_class in factories:
+        factory_class.reset_sequence(force=True)

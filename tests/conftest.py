@@ -1,6 +1,21 @@
+import os
+
+import pytest
+
 from dbtoolkit import seed
 from factories import UserFactory
 
 pytest_plugins = ["pytester"]
 
 seeded_users = seed(UserFactory, 5)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the outer run's options and dbtoolkit settings out of pytester's inner runs."""
+    if "pytester" not in request.fixturenames:
+        return
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    for name in list(os.environ):
+        if name.startswith("DBTOOLKIT_"):
+            monkeypatch.delenv(name)

@@ -279,11 +279,6 @@ def test_two():
 """
 
 
-@pytest.mark.xfail(
-    reason="dbtoolkit bug: factory sequences restart only in db_session, so a test that "
-    "only build()s gets emails numbered after whatever earlier tests built",
-    strict=True,
-)
 def test_build_only_test_makes_the_same_data_in_either_order(inner_project):
     inner_project.makepyfile(test_inner=BUILD_ONLY_TESTS)
     forward = inner_project.runpytest_subprocess("-p", "no:randomly", "-s")
@@ -292,12 +287,6 @@ def test_build_only_test_makes_the_same_data_in_either_order(inner_project):
     assert printed_values(forward) == printed_values(reversed_)
 
 
-@pytest.mark.xfail(
-    reason="dbtoolkit bug: pytest-randomly reseeds Faker and factory_boy again in "
-    "pytest_runtest_call, after dbtoolkit's setup-time reseed, so values made in the "
-    "test body follow --randomly-seed, not the dbtoolkit seed",
-    strict=True,
-)
 def test_test_body_makes_the_same_data_whatever_the_randomly_seed(inner_project):
     inner_project.makepyfile(
         test_inner=BUILD_ONLY_TESTS.replace("UserFactory.build().email", "UserFactory.build().name")

