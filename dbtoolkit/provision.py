@@ -7,7 +7,7 @@ Alembic brought to head, and on exit removes what it created.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
@@ -90,24 +90,35 @@ def _local_server_and_template(
             snapshot=snapshot,
         )
 
-    with ExitStack() as stack:
-        try:
-            local = stack.enter_context(start(snapshot))
-        except ServerError:
-            if cache_root is None or snapshot is None:
-                raise
-            cache.discard(cache_root, key)  # a broken entry: start afresh
-            local = stack.enter_context(start(None))
-        template_url = local.server.url(LOCAL_TEMPLATE)
-        if local.from_snapshot and schema.current_revision(template_url) == head:
+    with _started(start, snapshot, head) as local:
+        if local.from_snapshot:
             yield local.server, LOCAL_TEMPLATE
             return
-        if local.from_snapshot:  # a stale or damaged entry: rebuild it
-            assert cache_root is not None
-            cache.discard(cache_root, key)
-            schema.drop_database(local.server.url(), LOCAL_TEMPLATE)
+        if cache_root is not None:
+            cache.discard(cache_root, key)  # whatever was there did not serve
         schema.create_database(local.server.url(), LOCAL_TEMPLATE, run=run)
+        template_url = local.server.url(LOCAL_TEMPLATE)
         schema.upgrade_to_head(schema.alembic_config(settings.alembic_ini, template_url))
         if cache_root is not None:
             local.save_on_stop(cache.destination(cache_root, key))
         yield local.server, LOCAL_TEMPLATE
+
+
+@contextmanager
+def _started(
+    start: Callable[[Path | None], AbstractContextManager[LocalServer]],
+    snapshot: Path | None,
+    head: str,
+) -> Iterator[LocalServer]:
+    """Start from the saved data directory if it works and is at head, else afresh."""
+    if snapshot is not None:
+        with ExitStack() as stack:
+            try:
+                local: LocalServer | None = stack.enter_context(start(snapshot))
+            except ServerError:
+                local = None  # damaged beyond starting
+            if local and schema.current_revision(local.server.url(LOCAL_TEMPLATE)) == head:
+                yield local
+                return
+    with start(None) as local:
+        yield local

@@ -390,3 +390,28 @@ def test_a_failing_test_reports_its_seed_and_reproduces_its_data(
         data.append([line for line in result.outlines if line.startswith("data: ")])
     assert len(data[0]) == 1
     assert data[0] == data[1]
+
+
+def test_a_raw_commit_that_ends_the_outer_transaction_fails_the_test(pytester: pytest.Pytester):
+    catalog_project(pytester)
+    pytester.makepyfile(
+        test_commit="""
+        from sqlalchemy import text
+
+        from catalog_factories import AuthorFactory
+
+
+        def test_raw_commit(db_session):
+            AuthorFactory()
+            db_session.execute(text("COMMIT"))
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "IsolationError: the test ended the outer transaction with a raw COMMIT or "
+            "ROLLBACK, so what it wrote before that is committed and other tests may see it; "
+            "use db_session.commit() or db_session.rollback() instead"
+        ]
+    )

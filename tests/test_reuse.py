@@ -1,0 +1,86 @@
+"""Work done once: migrations once for all xdist workers, and once across runs.
+
+The catalog project's last revision appends a line to ``migrations.log`` each time it
+runs, which counts the migrations.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from catalog import catalog_project, run
+
+COUNT_MIGRATION = (
+    'import pathlib; log = pathlib.Path(__file__).parents[2] / "migrations.log"; '
+    'log.write_text((log.read_text() if log.exists() else "") + "ran\\n")'
+)
+
+WORKER_TESTS = """
+import os
+
+from sqlalchemy import text
+
+
+def test_one(db_session):
+    database = db_session.scalar(text("SELECT current_database()"))
+    assert database.endswith("_" + os.environ.get("PYTEST_XDIST_WORKER", "main"))
+
+
+def test_two(db_session):
+    test_one(db_session)
+
+
+def test_three(db_session):
+    test_one(db_session)
+
+
+def test_four(db_session):
+    test_one(db_session)
+"""
+
+
+def migrations_run(pytester) -> int:
+    log = pytester.path / "migrations.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_xdist_workers_share_one_migration_and_each_has_its_own_copy(pytester):
+    catalog_project(pytester, second_revision=COUNT_MIGRATION)
+    pytester.makepyfile(test_workers=WORKER_TESTS)
+    result = run(pytester, "-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    assert migrations_run(pytester) == 1
+
+
+def test_a_second_run_reuses_the_migrated_data_directory_until_a_migration_changes(pytester):
+    catalog_project(pytester, second_revision=COUNT_MIGRATION)
+    pytester.makepyfile(test_workers=WORKER_TESTS)
+    run(pytester).assert_outcomes(passed=4)
+    run(pytester).assert_outcomes(passed=4)
+    assert migrations_run(pytester) == 1
+
+    revision = pytester.path / "migrations" / "versions" / "bbb2_books.py"
+    revision.write_text(revision.read_text() + "\n# a changed migration\n")
+    run(pytester).assert_outcomes(passed=4)
+    assert migrations_run(pytester) == 2
+
+
+def test_a_damaged_saved_data_directory_is_rebuilt_not_an_error(pytester):
+    catalog_project(pytester, second_revision=COUNT_MIGRATION)
+    pytester.makepyfile(test_workers=WORKER_TESTS)
+    run(pytester).assert_outcomes(passed=4)
+    (saved,) = (pytester.path / ".pytest_cache" / "d" / "dbtoolkit").glob("*/data")
+    shutil.rmtree(saved / "base")  # every database's files, as a disk clean-up might
+
+    run(pytester).assert_outcomes(passed=4)
+    assert migrations_run(pytester) == 2
+    run(pytester).assert_outcomes(passed=4)
+    assert migrations_run(pytester) == 2
+
+
+def test_without_pytests_cache_every_run_migrates(pytester):
+    catalog_project(pytester, second_revision=COUNT_MIGRATION)
+    pytester.makepyfile(test_workers=WORKER_TESTS)
+    for _ in range(2):
+        run(pytester, "-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrations_run(pytester) == 2
