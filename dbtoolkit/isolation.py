@@ -4,12 +4,18 @@ This is SQLAlchemy's "joining a Session into an external transaction" recipe. Th
 Session runs in SAVEPOINTs (``join_transaction_mode="create_savepoint"``): test code
 may commit, roll back, nest savepoints, run DDL or fail a statement, and all of it
 stays inside the outer transaction, which is rolled back at the end.
+
+``isolated_session`` does that for one block on a connection of its own.
+``SharedConnection`` does it for a whole run on one connection, with layers of seed
+data below the tests, each closed by a SAVEPOINT: a test that asks for the same seeds
+as the one before starts from them at once, and each test is rolled back to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
@@ -18,6 +24,14 @@ from dbtoolkit.errors import IsolationError
 
 # libpq's PQtransactionStatus, as psycopg 2 and 3 report it: no transaction open.
 _IDLE = 0
+
+Layer = TypeVar("Layer")
+
+ESCAPED = (
+    "the test ended the outer transaction with a raw COMMIT or ROLLBACK, so what it wrote "
+    "before that is committed and other tests may see it; use db_session.commit() or "
+    "db_session.rollback() instead"
+)
 
 
 @contextmanager
@@ -43,11 +57,78 @@ def isolated_session(engine: Engine) -> Iterator[Session]:
                 session.close()
                 transaction.rollback()
         if escaped:
-            raise IsolationError(
-                "the test ended the outer transaction with a raw COMMIT or ROLLBACK, so "
-                "what it wrote before that is committed and other tests may see it; use "
-                "db_session.commit() or db_session.rollback() instead"
-            )
+            raise IsolationError(ESCAPED)
+
+
+class SharedConnection(Generic[Layer]):
+    """One connection in an outer transaction for a whole run, with layers of seed data.
+
+    Layer ``n`` is closed by ``SAVEPOINT dbtoolkit_n`` (``dbtoolkit_0`` is the empty
+    database). ``prepare`` keeps the layers a test shares with what is laid, rolls back
+    the rest and lays what is missing; ``session`` yields the test's Session and rolls
+    back to the top layer afterwards, whatever the test did.
+
+    A test that ends the outer transaction itself (a raw ``COMMIT``) has committed the
+    layers and its own rows for real: ``on_escape`` is called, with no connection open,
+    to put the database right (dbtoolkit recreates it from the template), and the
+    test fails with ``IsolationError``.
+    """
+
+    def __init__(self, engine: Engine, on_escape: Callable[[], None] = lambda: None) -> None:
+        self.engine = engine
+        self.on_escape = on_escape
+        self._open()
+
+    def _open(self) -> None:
+        self.connection = self.engine.connect()
+        self.transaction = self.connection.begin()
+        self.layers: list[tuple[Hashable, Layer]] = []
+        self.connection.exec_driver_sql("SAVEPOINT dbtoolkit_0")
+
+    def prepare(
+        self,
+        keys: Sequence[Hashable],
+        lay: Callable[[Hashable, Connection, Layer | None], Layer],
+    ) -> list[Layer]:
+        """Make the layers ``keys``, laying missing ones with ``lay(key, connection, below)``."""
+        keep = 0
+        while keep < min(len(keys), len(self.layers)) and self.layers[keep][0] == keys[keep]:
+            keep += 1
+        if keep < len(self.layers):
+            self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT dbtoolkit_{keep}")
+            del self.layers[keep:]
+        for key in keys[keep:]:
+            below = self.layers[-1][1] if self.layers else None
+            self.layers.append((key, lay(key, self.connection, below)))
+            self.connection.exec_driver_sql(f"SAVEPOINT dbtoolkit_{len(self.layers)}")
+        return [layer for _, layer in self.layers]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """Yield a Session on top of the layers; roll back to them on exit."""
+        session = Session(bind=self.connection, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            escaped = session.in_transaction() and _outer_transaction_ended(self.connection)
+            if escaped:
+                self.connection.invalidate()
+                self.close()
+                self.on_escape()
+                self._open()
+            else:
+                session.close()
+                self.connection.exec_driver_sql(
+                    f"ROLLBACK TO SAVEPOINT dbtoolkit_{len(self.layers)}"
+                )
+        if escaped:
+            raise IsolationError(ESCAPED)
+
+    def close(self) -> None:
+        """Roll back everything and return the connection."""
+        if self.transaction.is_active:
+            self.transaction.rollback()
+        self.connection.close()
 
 
 def _outer_transaction_ended(connection: Connection) -> bool:

@@ -8,8 +8,9 @@ project's conftest.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from dbtoolkit import errors, schema, seeding
 from dbtoolkit.errors import ConfigError, DbtoolkitError
-from dbtoolkit.isolation import isolated_session
+from dbtoolkit.isolation import SharedConnection
 from dbtoolkit.provision import provision
 from dbtoolkit.server import (
     Server,
@@ -37,6 +38,8 @@ SETTINGS = pytest.StashKey[Settings]()
 FACTORIES = pytest.StashKey[tuple[seeding.FactoryClass, ...]]()
 RUN = pytest.StashKey[str]()
 TEST_SEED = pytest.StashKey[int]()
+SEEDS = pytest.StashKey[dict[seeding.SeedSpec, seeding.Laid]]()
+CONNECTION = pytest.StashKey[SharedConnection[seeding.Laid]]()
 # The key of what the xdist controller hands its workers in ``workerinput``.
 SHARED = "dbtoolkit"
 
@@ -231,19 +234,81 @@ def engine(dbtoolkit_database: URL) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def dbtoolkit_connection(
+    engine: Engine,
+    pytestconfig: pytest.Config,
+    dbtoolkit_server: Server,
+    dbtoolkit_template: str,
+    dbtoolkit_database: URL,
+) -> Iterator[SharedConnection[seeding.Laid]]:
+    """The connection every db_session of this run (or xdist worker) works on.
+
+    Session scope. Its outer transaction is never committed; seed data lies in
+    savepoint layers that tests asking for the same seeds share. If a test commits
+    for real (a raw COMMIT), the database is recreated from the template.
+    """
+
+    def recreate() -> None:
+        if pytestconfig.stash[SETTINGS].database:
+            return  # a database used as it is is not ours to recreate
+        engine.dispose()
+        admin, name = dbtoolkit_server.url(), str(dbtoolkit_database.database)
+        schema.drop_database(admin, name)
+        schema.create_database(
+            admin, name, template=dbtoolkit_template, run=pytestconfig.stash[RUN]
+        )
+
+    shared: SharedConnection[seeding.Laid] = SharedConnection(engine, on_escape=recreate)
+    pytestconfig.stash[CONNECTION] = shared
+    yield shared
+    del pytestconfig.stash[CONNECTION]
+    shared.close()
+
+
 @pytest.fixture
-def db_session(engine: Engine) -> Iterator[Session]:
+def db_session(
+    request: pytest.FixtureRequest, dbtoolkit_connection: SharedConnection[seeding.Laid]
+) -> Iterator[Session]:
     """A Session whose every change is rolled back after the test, even what it commits.
 
     Function scope. The bound factories create through it. ``commit()`` and
     ``rollback()`` work as usual inside the test; a rollback returns to the state the
-    test's seed fixtures committed.
+    test's seed fixtures laid. Seed fixtures are laid before the test's other fixtures
+    run, in the order the test requests them.
     """
-    with (
-        isolated_session(engine) as session,
-        seeding.activate(session),
-    ):
+    factories = request.config.stash[FACTORIES]
+    specs = _requested_seeds(request)
+    lay = functools.partial(
+        seeding.lay, factories=factories, base_seed=request.config.stash[SETTINGS].seed
+    )
+    laid = dbtoolkit_connection.prepare(specs, lay)
+    seeding.set_sequences(factories, laid[-1].sequences if laid else {})
+    seeding.reseed(request.node.stash[TEST_SEED])
+    request.node.stash[SEEDS] = dict(zip(specs, laid, strict=True))
+    with dbtoolkit_connection.session() as session, seeding.activate(session):
         yield session
+
+
+def _requested_seeds(request: pytest.FixtureRequest) -> list[seeding.SeedSpec]:
+    """The seeds of the seed fixtures this test requests, in the order it requests them."""
+    definitions = getattr(request.node, "_fixtureinfo", None)
+    if definitions is None:
+        return []
+    specs = []
+    for name in request.fixturenames:
+        fixturedefs = definitions.name2fixturedefs.get(name)
+        spec = getattr(fixturedefs[-1].func, "dbtoolkit_seed", None) if fixturedefs else None
+        if isinstance(spec, seeding.SeedSpec):
+            specs.append(spec)
+    return specs
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test without db_session, drop the seed layers so no rows stay locked."""
+    shared = item.config.stash.get(CONNECTION, None)
+    if shared is not None and "db_session" not in getattr(item, "fixturenames", ()):
+        shared.prepare([], seeding.lay)  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)
@@ -251,7 +316,9 @@ def _dbtoolkit_reseed(request: pytest.FixtureRequest, dbtoolkit_settings: Settin
     """Seed Faker and factory_boy from the test's node id before its fixtures run."""
     seed = seeding.seed_for(dbtoolkit_settings.seed, request.node.nodeid)
     request.node.stash[TEST_SEED] = seed
-    seeding.reseed(seed, request.config.stash[FACTORIES])
+    seeding.reseed(seed)
+    factories = request.config.stash[FACTORIES]
+    seeding.set_sequences(factories, {})
 
 
 @pytest.hookimpl(wrapper=True)
@@ -265,22 +332,31 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     return (yield)
 
 
-def seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Callable[..., Any]:
-    """Return a function-scoped fixture that creates ``count`` rows with ``factory``.
+def seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Any:
+    """Return a function-scoped fixture that yields ``count`` rows made with ``factory``.
 
-    The rows are created through ``db_session`` and committed into the test's outer
-    transaction, so a ``rollback()`` in the test keeps them; the fixture yields the
-    list of created objects. Assign it to a name in a conftest.py::
+    The rows are laid on db_session's connection before the test's other fixtures,
+    flushed together (one INSERT per table) and committed into the outer transaction,
+    so a ``rollback()`` in the test keeps them. Consecutive tests that ask for the same
+    seeds share them: they are laid once and each test is rolled back to them. The
+    fixture yields the created objects, attached to the test's ``db_session``. Assign
+    it to a name in a conftest.py::
 
         seeded_users = seed(UserFactory, 5)
     """
     if count < 0:
         raise ConfigError(f"seed() needs a count of 0 or more, got {count!r}")
+    spec = seeding.SeedSpec(factory, count, attributes)
 
-    @pytest.fixture
-    def seed_fixture(db_session: Session) -> list[Any]:
-        objects: list[Any] = factory.create_batch(count, **attributes)
-        db_session.commit()
-        return objects
+    def seed_fixture(request: pytest.FixtureRequest, db_session: Session) -> list[Any]:
+        laid = request.node.stash[SEEDS].get(spec)
+        if laid is None:  # requested through getfixturevalue(): lay it in the test itself
+            factories = request.config.stash[FACTORIES]
+            with seeding.one_flush((*factories, factory)):
+                objects: list[Any] = factory.create_batch(count, **attributes)
+            db_session.commit()
+            return objects
+        return [db_session.merge(obj, load=False) for obj in laid.objects]
 
-    return seed_fixture
+    seed_fixture.dbtoolkit_seed = spec  # type: ignore[attr-defined]
+    return pytest.fixture(seed_fixture)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import factory.random
 from factory.alchemy import SQLAlchemyModelFactory
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from dbtoolkit.errors import ConfigError, NoSessionError
@@ -45,6 +47,22 @@ def activate(session: Session) -> Iterator[Session]:
         yield session
     finally:
         _active = previous
+
+
+@contextmanager
+def one_flush(factories: Iterable[FactoryClass]) -> Iterator[None]:
+    """Within the block, factories add rows to the session without flushing each one.
+
+    The session flushes them together afterwards, one INSERT per table.
+    """
+    saved = {cls: cls._meta.sqlalchemy_session_persistence for cls in factories}
+    for cls in saved:
+        cls._meta.sqlalchemy_session_persistence = None
+    try:
+        yield
+    finally:
+        for cls, persistence in saved.items():
+            cls._meta.sqlalchemy_session_persistence = persistence
 
 
 def factory_classes(module_names: Iterable[str]) -> tuple[FactoryClass, ...]:
@@ -77,11 +95,69 @@ def seed_for(base: int, nodeid: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def reseed(seed: int, factories: tuple[FactoryClass, ...] = ()) -> None:
-    """Seed Faker and factory_boy's random generator, and restart the factories' sequences.
-
-    Together they make a test's values independent of the tests that ran before it.
-    """
+def reseed(seed: int) -> None:
+    """Seed Faker and factory_boy's random generator."""
     factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
+
+
+def sequences(factories: Iterable[FactoryClass]) -> dict[FactoryClass, int]:
+    """Return the next sequence number of each factory."""
+    found = {}
     for factory_class in factories:
-        factory_class.reset_sequence(force=True)
+        found[factory_class] = factory_class._meta.next_sequence()
+        factory_class.reset_sequence(found[factory_class], force=True)
+    return found
+
+
+def set_sequences(factories: Iterable[FactoryClass], values: Mapping[FactoryClass, int]) -> None:
+    """Set each factory's next sequence number; a factory not in ``values`` restarts.
+
+    Restarted sequences make a test's values independent of the tests before it.
+    """
+    for factory_class in factories:
+        factory_class.reset_sequence(values.get(factory_class), force=True)
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per seed() call
+class SeedSpec:
+    """What a seed fixture lays: ``count`` rows from ``factory`` with ``attributes``."""
+
+    factory: FactoryClass
+    count: int
+    attributes: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Laid:
+    """A laid seed: its objects (detached) and the factories' sequences after it."""
+
+    objects: list[Any]
+    sequences: Mapping[FactoryClass, int]
+    depth: int
+
+
+def lay(
+    spec: SeedSpec,
+    connection: Connection,
+    below: Laid | None,
+    *,
+    factories: tuple[FactoryClass, ...],
+    base_seed: int,
+) -> Laid:
+    """Create a seed's rows on ``connection`` and commit them into its transaction.
+
+    The values depend only on the seed, its depth and what is laid below it, so every
+    test that shares them sees the same rows. The rows are flushed together, one
+    INSERT per table.
+    """
+    depth = below.depth + 1 if below else 1
+    set_sequences(factories, below.sequences if below else {})
+    reseed(seed_for(base_seed, f"seed {spec.factory.__qualname__} x{spec.count} @{depth}"))
+    session = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    with activate(session), one_flush((*factories, spec.factory)):
+        objects: list[Any] = spec.factory.create_batch(spec.count, **spec.attributes)
+    session.commit()
+    session.close()  # detaches the objects; each test merges them into its own session
+    return Laid(objects, sequences(factories), depth)

@@ -392,7 +392,7 @@ def test_a_failing_test_reports_its_seed_and_reproduces_its_data(
     assert data[0] == data[1]
 
 
-def test_a_raw_commit_that_ends_the_outer_transaction_fails_the_test(pytester: pytest.Pytester):
+def test_a_raw_commit_fails_the_test_and_the_next_test_starts_clean(pytester: pytest.Pytester):
     catalog_project(pytester)
     pytester.makepyfile(
         test_commit="""
@@ -401,13 +401,21 @@ def test_a_raw_commit_that_ends_the_outer_transaction_fails_the_test(pytester: p
         from catalog_factories import AuthorFactory
 
 
-        def test_raw_commit(db_session):
+        def test_raw_commit(db_session, seeded_authors):
             AuthorFactory()
             db_session.execute(text("COMMIT"))
+
+
+        def test_next_test_starts_clean(db_session, seeded_authors):
+            assert db_session.scalar(text("SELECT count(*) FROM authors")) == 3
+
+
+        def test_next_test_without_seeds_starts_empty(db_session):
+            assert db_session.scalar(text("SELECT count(*) FROM authors")) == 0
         """
     )
     result = run(pytester)
-    result.assert_outcomes(passed=1, errors=1)
+    result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(
         [
             "IsolationError: the test ended the outer transaction with a raw COMMIT or "
@@ -415,3 +423,49 @@ def test_a_raw_commit_that_ends_the_outer_transaction_fails_the_test(pytester: p
             "use db_session.commit() or db_session.rollback() instead"
         ]
     )
+
+
+SHARED_SEED_TESTS = """
+from sqlalchemy import func, select
+
+from catalog_models import Author
+
+first = {}
+
+
+def authors(seeded):
+    return [(author.id, author.name) for author in seeded]
+
+
+def test_first(db_session, seeded_authors):
+    first["authors"] = authors(seeded_authors)
+    seeded_authors[0].name = "Changed"
+    db_session.commit()
+
+
+def test_second_shares_the_same_rows(db_session, seeded_authors):
+    assert authors(seeded_authors) == first["authors"]
+
+
+def test_more_seeds_keep_the_shared_ones(db_session, seeded_authors, seeded_books):
+    assert authors(seeded_authors) == first["authors"]
+    assert db_session.scalar(select(func.count()).select_from(Author)) == 3 + 2
+
+
+def test_no_seeds_sees_none(db_session):
+    assert db_session.scalar(select(func.count()).select_from(Author)) == 0
+
+
+def test_laid_again_has_new_rows_with_the_same_values(db_session, seeded_authors):
+    again = authors(seeded_authors)
+    assert [name for _, name in again] == [name for _, name in first["authors"]]
+    assert [id for id, _ in again] != [id for id, _ in first["authors"]]
+"""
+
+
+def test_consecutive_tests_share_their_seeds_and_each_starts_from_them(
+    pytester: pytest.Pytester,
+) -> None:
+    catalog_project(pytester)
+    pytester.makepyfile(test_shared=SHARED_SEED_TESTS)
+    run(pytester).assert_outcomes(passed=5)
