@@ -1,8 +1,8 @@
 """The pytest plugin: options, the header, and the fixture chain.
 
 settings -> dbtoolkit_server -> dbtoolkit_template -> dbtoolkit_database -> engine
--> db_session -> seed fixtures. Each fixture is small and may be overridden by a
-project's conftest.py.
+-> dbtoolkit_connection -> db_session -> seed fixtures. Each fixture is small and may
+be overridden by a project's conftest.py.
 """
 
 from __future__ import annotations
