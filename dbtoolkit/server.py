@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mirakuru.exceptions import ExecutorError
+from mirakuru.exceptions import AlreadyRunning, ExecutorError
+from packaging.version import parse
 from pytest_postgresql.config import PostgreSQLConfig
 from pytest_postgresql.exceptions import ExecutableMissingException
 from pytest_postgresql.executors import PostgreSQLExecutor
@@ -47,7 +48,7 @@ SERVICE_USERS = ("postgres", "nobody")
 URL_OPTION = "--dbtoolkit-url (DBTOOLKIT_URL, ini dbtoolkit_url)"
 
 _LAUNCHER = """\
-#!{python} -I
+#!{python} -IS
 # Runs pg_ctl as {user!r}: PostgreSQL refuses to run as root.
 import os, sys
 os.setgroups([])
@@ -184,40 +185,53 @@ class _Executor(PostgreSQLExecutor):
     """pytest-postgresql's executor, able to start from a copy of a saved data directory."""
 
     def __init__(
-        self, *args: Any, snapshot: Path | None, owner: pwd.struct_passwd | None, **kwargs: Any
+        self,
+        *args: Any,
+        snapshot: Path | None,
+        owner: pwd.struct_passwd | None,
+        known_version: str,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.snapshot = snapshot
         self.owner = owner
+        self.known_version = known_version
+
+    @property
+    def version(self) -> Any:
+        # Asked once already, without the launcher's extra Python start.
+        return parse(self.known_version)
 
     def init_directory(self) -> None:
         if self._directory_initialised:
             return
-        if self.snapshot is None and self.password and self.owner is not None:
-            self._init_with_password_as(self.owner, self.password)
-            return
-        if self.snapshot is None:
-            super().init_directory()
-            return
-        shutil.copytree(self.snapshot, self.datadir, symlinks=True)
-        if self.owner is not None:
-            for path in (Path(self.datadir), *Path(self.datadir).rglob("*")):
-                os.lchown(path, self.owner.pw_uid, self.owner.pw_gid)
+        if self.snapshot is not None:
+            shutil.copytree(self.snapshot, self.datadir, symlinks=True)
+            if self.owner is not None:
+                for path in (Path(self.datadir), *Path(self.datadir).rglob("*")):
+                    os.lchown(path, self.owner.pw_uid, self.owner.pw_gid)
+        else:
+            self._initdb()
         self._directory_initialised = True
 
-    def _init_with_password_as(self, owner: pwd.struct_passwd, password: str) -> None:
-        # pytest-postgresql writes the password file where only root can read it; initdb
-        # runs as the server's user, so write it in the private directory that user owns.
+    def _initdb(self) -> None:
+        # 1 MB WAL segments (not 16) keep the saved data directory half the size. The
+        # password file must be readable by the server's user, so it goes in the
+        # private directory that user owns, not where pytest-postgresql puts it.
+        options = [f"--username={self.user}", "--wal-segsize=1"]
+        if not self.password:
+            self._run_initdb(self._build_initdb_command([*options, "--auth=trust"], self.datadir))
+            return
         password_file = Path(self.unixsocketdir) / "password"
-        password_file.write_text(password)
+        password_file.write_text(self.password)
         password_file.chmod(0o600)
-        os.chown(password_file, owner.pw_uid, owner.pw_gid)
-        options = [f"--username={self.user}", "--auth=password", f"--pwfile={password_file}"]
+        if self.owner is not None:
+            os.chown(password_file, self.owner.pw_uid, self.owner.pw_gid)
+        options += ["--auth=password", f"--pwfile={password_file}"]
         try:
-            self._run_initdb(self._build_initdb_command(options, pgdata=self.datadir))
+            self._run_initdb(self._build_initdb_command(options, self.datadir))
         finally:
             password_file.unlink()
-        self._directory_initialised = True
 
 
 class LocalServer:
@@ -285,6 +299,7 @@ def running_server(
             runnable = _installation_for(os_user, pg_ctl, root_dir)
             executable = _launcher(runnable, os_user, workdir, root_dir)
 
+        version = binary_version(pg_ctl)
         executor = _Executor(
             executable=executable,
             host=host,
@@ -293,35 +308,43 @@ def running_server(
             unixsocketdir=str(workdir),
             logfile=str(workdir / "server.log"),
             startparams=startparams,
+            sleep=0.01,  # mirakuru's polling for pg_ctl -w to return; 0.1 s by default
             dbname="postgres",
             user=user,
             password=password,
-            postgres_options=f"-c listen_addresses='{host}' {postgres_options}".strip(),
+            postgres_options=(
+                # Recycle no more WAL than needed, so the saved data directory stays small.
+                f"-c listen_addresses='{host}' -c min_wal_size=2MB {postgres_options}".strip()
+            ),
             snapshot=snapshot,
             owner=os_user,
+            known_version=version,
         )
-        try:
-            executor.start()
-        except (OSError, subprocess.SubprocessError, ExecutorError) as exc:
-            raise ServerError(_start_failure(pg_ctl, workdir, exc)) from None
         server = Server(
             host=host,
             port=port,
             user=user,
             password=password,
-            version=binary_version(pg_ctl),
+            version=version,
             os_user=os_user.pw_name if os_user else None,
         )
+        try:
+            executor.start()
+        except (OSError, subprocess.SubprocessError, ExecutorError) as exc:
+            raise ServerError(_start_failure(pg_ctl, workdir, port, exc)) from None
         local = LocalServer(server, workdir / "data", from_snapshot=snapshot is not None)
         cleanup.callback(local._save)
         cleanup.callback(executor.stop)
         yield local
 
 
-def _start_failure(pg_ctl: str, workdir: Path, exc: Exception) -> str:
+def _start_failure(pg_ctl: str, workdir: Path, port: int, exc: Exception) -> str:
     log = workdir / "server.log"
     last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-    detail = last[0] if last else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, AlreadyRunning):
+        detail = f"port {port} is already in use"
+    else:
+        detail = last[0] if last else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return (
         f"could not start PostgreSQL with {pg_ctl}: {detail}; check the binary "
         "(--postgresql-exec) and the port (--postgresql-port)"

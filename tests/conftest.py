@@ -16,6 +16,7 @@ def _clean_environment(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     if "pytester" not in request.fixturenames:
         return
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    # An outer xdist worker's variables would make the inner run think it is one too.
     for name in list(os.environ):
-        if name.startswith("DBTOOLKIT_"):
+        if name.startswith(("DBTOOLKIT_", "PYTEST_XDIST_")):
             monkeypatch.delenv(name)

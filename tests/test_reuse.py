@@ -16,26 +16,24 @@ COUNT_MIGRATION = (
 )
 
 WORKER_TESTS = """
-import os
-
 from sqlalchemy import text
 
 
-def test_one(db_session):
-    database = db_session.scalar(text("SELECT current_database()"))
-    assert database.endswith("_" + os.environ.get("PYTEST_XDIST_WORKER", "main"))
+def test_one(db_session, pytestconfig):
+    worker = getattr(pytestconfig, "workerinput", {}).get("workerid", "main")
+    assert db_session.scalar(text("SELECT current_database()")).endswith("_" + worker)
 
 
-def test_two(db_session):
-    test_one(db_session)
+def test_two(db_session, pytestconfig):
+    test_one(db_session, pytestconfig)
 
 
-def test_three(db_session):
-    test_one(db_session)
+def test_three(db_session, pytestconfig):
+    test_one(db_session, pytestconfig)
 
 
-def test_four(db_session):
-    test_one(db_session)
+def test_four(db_session, pytestconfig):
+    test_one(db_session, pytestconfig)
 """
 
 

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -411,3 +412,32 @@ def test_binaries_the_servers_user_cannot_reach_are_run_from_a_copy(tmp_path, py
     ) as local:
         assert local.server.version.startswith("18.")
         assert admin("SELECT 1", local.server.url()) == [(1,)]
+
+
+def test_a_port_in_use_is_one_error(pytester):
+    catalog(pytester)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(pytester, f"--postgresql-port={port}")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            f"ServerError: could not start PostgreSQL with */pg_ctl: port {port} is already in "
+            "use; check the binary (--postgresql-exec) and the port (--postgresql-port)"
+        ]
+    )
+
+
+def test_a_server_that_fails_to_start_says_why(pytester):
+    catalog(pytester)
+    result = run(pytester, "--postgresql-postgres-options=-c shared_buffers=lots")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "ServerError: could not start PostgreSQL with */pg_ctl: * invalid value for "
+            'parameter "shared_buffers": "lots"*; check the binary (--postgresql-exec) and the '
+            "port (--postgresql-port)"
+        ]
+    )
