@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import DBAPIError
 
 from dbtoolkit.errors import ConfigError, MigrationError, ServerError
 from dbtoolkit.server import connection_failure
@@ -68,14 +68,13 @@ def head_revision(config: Config) -> str:
 
 def current_revision(url: URL) -> str | None:
     """Return the Alembic revision of the database at ``url``; None if it has none or is gone."""
-    engine = create_engine(url, poolclass=NullPool)
     try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    except DBAPIError:
+        with admin_cursor(url) as cursor:
+            cursor.execute("SELECT version_num FROM alembic_version")
+            row = cursor.fetchone()
+    except (psycopg2.Error, ServerError):
         return None
-    finally:
-        engine.dispose()
+    return str(row[0]) if row else None
 
 
 def upgrade_to_head(config: Config) -> None:
@@ -113,16 +112,29 @@ def _failing_script(config: Config, tb: types.TracebackType | None) -> Script | 
     return found
 
 
-def _execute_autocommit(url: URL, *statements: str) -> None:
-    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+@contextmanager
+def admin_cursor(url: URL) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor on its own autocommit connection, for work outside any test transaction.
+
+    Plain psycopg2: a SQLAlchemy engine would spend more setting itself up than these
+    few statements take.
+    """
     try:
-        with engine.connect() as connection:
-            for statement in statements:
-                connection.exec_driver_sql(statement)
-    except OperationalError as exc:
+        connection = psycopg2.connect(
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+        )
+    except psycopg2.OperationalError as exc:
         raise ServerError(connection_failure(url, exc)) from None
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            yield cursor
     finally:
-        engine.dispose()
+        connection.close()
 
 
 def _quote(name: str) -> str:
@@ -140,10 +152,10 @@ def create_database(admin_url: URL, name: str, *, template: str | None = None, r
         statement += f" TEMPLATE {_quote(template)}"
     comment = f"COMMENT ON DATABASE {_quote(name)} IS {_literal(MARK + run)}"
     try:
-        _execute_autocommit(admin_url, statement, comment)
-    except ProgrammingError as exc:
-        if getattr(exc.orig, "pgcode", None) != "42501":  # insufficient_privilege
-            raise
+        with admin_cursor(admin_url) as cursor:
+            cursor.execute(statement)
+            cursor.execute(comment)
+    except psycopg2.errors.InsufficientPrivilege:
         raise ServerError(
             f"role {admin_url.username!r} may not create databases on PostgreSQL at "
             f"{admin_url.host}:{admin_url.port}; grant it CREATEDB (ALTER ROLE ... CREATEDB), "
@@ -153,7 +165,8 @@ def create_database(admin_url: URL, name: str, *, template: str | None = None, r
 
 def drop_database(admin_url: URL, name: str) -> None:
     """Drop database ``name``, which this toolkit created, closing its connections."""
-    _execute_autocommit(admin_url, f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
+    with admin_cursor(admin_url) as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
 
 
 @contextmanager
@@ -175,13 +188,9 @@ def _lock_key(run: str) -> int:
 @contextmanager
 def run_lock(admin_url: URL, run: str) -> Iterator[None]:
     """Hold the run's advisory lock: while it is held, the run's databases are not abandoned."""
-    engine = create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key(run)})
-            yield
-    finally:
-        engine.dispose()
+    with admin_cursor(admin_url) as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", (_lock_key(run),))
+        yield
 
 
 def drop_abandoned(admin_url: URL) -> list[str]:
@@ -191,33 +200,26 @@ def drop_abandoned(admin_url: URL) -> list[str]:
     set on it say dbtoolkit created it, and only dropped when no live run holds its
     run's advisory lock.
     """
-    engine = create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     runs: dict[str, list[str]] = {}
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    "SELECT datname, shobj_description(oid, 'pg_database') AS mark "
-                    "FROM pg_database WHERE datname LIKE :prefix "
-                    "AND shobj_description(oid, 'pg_database') LIKE :mark"
-                ),
-                {"prefix": PREFIX.replace("_", r"\_") + "%", "mark": MARK + "%"},
-            )
-            for name, comment in rows:
-                runs.setdefault(comment.removeprefix(MARK), []).append(name)
-            abandoned = []
-            for run, names in runs.items():
-                key = {"key": _lock_key(run)}
-                if connection.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar():
-                    abandoned += names
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
-    finally:
-        engine.dispose()
+    abandoned = []
+    with admin_cursor(admin_url) as cursor:
+        cursor.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE datname LIKE %s AND shobj_description(oid, 'pg_database') LIKE %s",
+            (PREFIX.replace("_", r"\_") + "%", MARK + "%"),
+        )
+        for name, comment in cursor.fetchall():
+            runs.setdefault(comment.removeprefix(MARK), []).append(name)
+        for run, names in runs.items():
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(run),))
+            if cursor.fetchone() == (True,):
+                abandoned += names
+                cursor.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(run),))
     dropped = []
     for name in abandoned:
         try:
             drop_database(admin_url, name)
-        except (DBAPIError, ServerError):
+        except (psycopg2.Error, ServerError):
             continue  # another role's run: not ours to drop
         dropped.append(name)
     return dropped

@@ -22,22 +22,21 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 from mirakuru.exceptions import AlreadyRunning, ExecutorError
 from packaging.version import parse
 from pytest_postgresql.config import PostgreSQLConfig
 from pytest_postgresql.exceptions import ExecutableMissingException
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.factories._pg import _pg_exe
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
 from dbtoolkit.errors import ServerError
 
@@ -234,6 +233,32 @@ class _Executor(PostgreSQLExecutor):
             password_file.unlink()
 
 
+def wait_until_accepting(server: Server, datadir: Path, timeout: float = 60) -> None:
+    """Poll every 10 ms until the server accepts connections, not just TCP.
+
+    Gives up at once on any other answer than "not yet", and when the server process
+    is gone (it removes its postmaster.pid when it fails to start).
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            psycopg2.connect(
+                host=server.host,
+                port=server.port,
+                user=server.user,
+                password=server.password,
+                dbname=server.maintenance_db,
+            ).close()
+            return
+        except psycopg2.OperationalError as exc:
+            waited = time.monotonic() - started
+            not_yet = "starting up" in str(exc) or "Connection refused" in str(exc)
+            gone = waited > 0.5 and not (datadir / "postmaster.pid").exists()
+            if not not_yet or gone or waited > timeout:
+                raise
+            time.sleep(0.01)
+
+
 class LocalServer:
     """A server started by ``running_server``; its data directory can be saved when it stops."""
 
@@ -308,7 +333,9 @@ def running_server(
             unixsocketdir=str(workdir),
             logfile=str(workdir / "server.log"),
             startparams=startparams,
-            sleep=0.01,  # mirakuru's polling for pg_ctl -w to return; 0.1 s by default
+            # mirakuru returns once the port answers, polling every 10 ms (0.1 s by default)
+            # where pg_ctl -w polls every 100 ms; wait_until_accepting() covers the rest.
+            sleep=0.01,
             dbname="postgres",
             user=user,
             password=password,
@@ -330,7 +357,8 @@ def running_server(
         )
         try:
             executor.start()
-        except (OSError, subprocess.SubprocessError, ExecutorError) as exc:
+            wait_until_accepting(server, workdir / "data")
+        except (OSError, subprocess.SubprocessError, ExecutorError, psycopg2.Error) as exc:
             raise ServerError(_start_failure(pg_ctl, workdir, port, exc)) from None
         local = LocalServer(server, workdir / "data", from_snapshot=snapshot is not None)
         cleanup.callback(local._save)
@@ -353,29 +381,36 @@ def _start_failure(pg_ctl: str, workdir: Path, port: int, exc: Exception) -> str
 
 def existing_server(url: URL) -> Server:
     """Check that the server at ``url`` answers; its database becomes the maintenance one."""
-    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
     try:
-        with engine.connect() as connection:
-            version = connection.execute(text("SHOW server_version")).scalar_one()
-    except DBAPIError as exc:
+        connection = psycopg2.connect(
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            connect_timeout=10,
+        )
+    except psycopg2.OperationalError as exc:
         raise ServerError(connection_failure(url, exc)) from None
+    try:
+        version = connection.server_version  # e.g. 150020 for 15.20
     finally:
-        engine.dispose()
+        connection.close()
     return Server(
         host=url.host or "localhost",
         port=url.port or 5432,
         user=url.username or pwd.getpwuid(os.geteuid()).pw_name,
         password=url.password,
-        version=str(version).split()[0],
+        version=f"{version // 10000}.{version % 10000}",
         maintenance_db=url.database or "postgres",
     )
 
 
-def connection_failure(url: URL, exc: DBAPIError) -> str:
+def connection_failure(url: URL, exc: Exception) -> str:
     """Turn a failed connection into one line that names the fix; never shows the password."""
     where = f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}"
     # psycopg2 says 'connection to server at "h", port p failed: FATAL:  <reason>'.
-    first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     reason = first.split(" failed: ", 1)[-1].removeprefix("FATAL:").strip()
     if "password authentication failed" in reason or "no password supplied" in reason:
         return f"{where} rejected the password of user {url.username!r}; fix it in {URL_OPTION}"
