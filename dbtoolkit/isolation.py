@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Generic, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session
 
 from dbtoolkit.errors import IsolationError
@@ -106,7 +106,7 @@ class SharedConnection(Generic[Layer]):
     @contextmanager
     def session(self) -> Iterator[Session]:
         """Yield a Session on top of the layers; roll back to them on exit."""
-        session = Session(bind=self.connection, join_transaction_mode="create_savepoint")
+        session = _LayeredSession(bind=self.connection, join_transaction_mode="create_savepoint")
         try:
             yield session
         finally:
@@ -117,10 +117,13 @@ class SharedConnection(Generic[Layer]):
                 self.on_escape()
                 self._open()
             else:
+                # Closing rolls back the session's own SAVEPOINT, which began on top of
+                # the layers; only what a commit released below it needs rolling back.
                 session.close()
-                self.connection.exec_driver_sql(
-                    f"ROLLBACK TO SAVEPOINT dbtoolkit_{len(self.layers)}"
-                )
+                if session.info.get(_COMMITTED):
+                    self.connection.exec_driver_sql(
+                        f"ROLLBACK TO SAVEPOINT dbtoolkit_{len(self.layers)}"
+                    )
         if escaped:
             raise IsolationError(ESCAPED)
 
@@ -129,6 +132,18 @@ class SharedConnection(Generic[Layer]):
         if self.transaction.is_active:
             self.transaction.rollback()
         self.connection.close()
+
+
+_COMMITTED = "dbtoolkit committed"
+
+
+class _LayeredSession(Session):
+    """A Session that notes in ``info`` whether it committed (released its SAVEPOINT)."""
+
+
+@event.listens_for(_LayeredSession, "after_commit")
+def _note_commit(session: Session) -> None:
+    session.info[_COMMITTED] = True
 
 
 def _outer_transaction_ended(connection: Connection) -> bool:

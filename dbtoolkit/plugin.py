@@ -8,7 +8,6 @@ be overridden by a project's conftest.py.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import uuid
 from collections.abc import Generator, Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -279,12 +278,18 @@ def db_session(
     """
     factories = request.config.stash[FACTORIES]
     specs = _requested_seeds(request)
-    lay = functools.partial(
-        seeding.lay, factories=factories, base_seed=request.config.stash[SETTINGS].seed
-    )
-    laid = dbtoolkit_connection.prepare(specs, lay)
-    seeding.set_sequences(factories, laid[-1].sequences if laid else {})
-    seeding.reseed(request.node.stash[TEST_SEED])
+    laid_now = []
+
+    def lay(spec: seeding.SeedSpec, *args: Any) -> seeding.Laid:
+        laid_now.append(spec)
+        base_seed = request.config.stash[SETTINGS].seed
+        return seeding.lay(spec, *args, factories=factories, base_seed=base_seed)
+
+    laid = dbtoolkit_connection.prepare(specs, lay)  # type: ignore[arg-type]
+    if laid:  # the test's own values continue the sequences after its seeds
+        seeding.set_sequences(factories, laid[-1].sequences)
+    if laid_now:  # laying drew from Faker: back to the test's own seed
+        seeding.reseed(request.node.stash[TEST_SEED])
     request.node.stash[SEEDS] = dict(zip(specs, laid, strict=True))
     with dbtoolkit_connection.session() as session, seeding.activate(session):
         yield session
