@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from dbtoolkit.errors import ConfigError, MigrationError, ServerError
-from dbtoolkit.server import connection_failure
+from dbtoolkit.server import connect
 
 # Every database dbtoolkit creates on a server has this name prefix and this comment.
 PREFIX = "dbtoolkit_"
@@ -114,21 +114,8 @@ def _failing_script(config: Config, tb: types.TracebackType | None) -> Script | 
 
 @contextmanager
 def admin_cursor(url: URL) -> Iterator[psycopg2.extensions.cursor]:
-    """A cursor on its own autocommit connection, for work outside any test transaction.
-
-    Plain psycopg2: a SQLAlchemy engine would spend more setting itself up than these
-    few statements take.
-    """
-    try:
-        connection = psycopg2.connect(
-            host=url.host,
-            port=url.port,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-        )
-    except psycopg2.OperationalError as exc:
-        raise ServerError(connection_failure(url, exc)) from None
+    """A cursor on its own autocommit connection, for work outside any test transaction."""
+    connection = connect(url)
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.extensions
 from mirakuru.exceptions import AlreadyRunning, ExecutorError
 from packaging.version import parse
 from pytest_postgresql.config import PostgreSQLConfig
@@ -242,13 +243,7 @@ def wait_until_accepting(server: Server, datadir: Path, timeout: float = 60) -> 
     started = time.monotonic()
     while True:
         try:
-            psycopg2.connect(
-                host=server.host,
-                port=server.port,
-                user=server.user,
-                password=server.password,
-                dbname=server.maintenance_db,
-            ).close()
+            psycopg2.connect(**_connect_args(server.url())).close()
             return
         except psycopg2.OperationalError as exc:
             waited = time.monotonic() - started
@@ -379,19 +374,34 @@ def _start_failure(pg_ctl: str, workdir: Path, port: int, exc: Exception) -> str
     )
 
 
-def existing_server(url: URL) -> Server:
-    """Check that the server at ``url`` answers; its database becomes the maintenance one."""
+def _connect_args(url: URL) -> dict[str, Any]:
+    return {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+
+
+def connect(url: URL, **options: Any) -> psycopg2.extensions.connection:
+    """A plain psycopg2 connection; a refusal is a ServerError that names the fix.
+
+    For work outside the tests' transactions, where a SQLAlchemy engine would spend
+    more setting itself up than the few statements take.
+    """
     try:
-        connection = psycopg2.connect(
-            host=url.host,
-            port=url.port,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-            connect_timeout=10,
+        connection: psycopg2.extensions.connection = psycopg2.connect(
+            **_connect_args(url), **options
         )
     except psycopg2.OperationalError as exc:
         raise ServerError(connection_failure(url, exc)) from None
+    return connection
+
+
+def existing_server(url: URL) -> Server:
+    """Check that the server at ``url`` answers; its database becomes the maintenance one."""
+    connection = connect(url, connect_timeout=10)
     try:
         version = connection.server_version  # e.g. 150020 for 15.20
     finally:
