@@ -82,12 +82,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except DbtoolkitError as exc:
         server = f"no server: {exc}"
     try:
-        head = schema.head_revision(schema.alembic_config(settings.alembic_ini))
+        head = schema.head_revision(settings.alembic())
     except DbtoolkitError as exc:
         head = f"unknown ({exc})"
+    scripts = ""
+    if settings.script_location is not None:
+        scripts = f", scripts {settings.describe('script_location')}"
     return [
         f"dbtoolkit: {server}",
-        f"dbtoolkit: schema {settings.describe('alembic_ini')}, head {head}; "
+        f"dbtoolkit: schema {settings.describe('alembic_ini')}{scripts}, head {head}; "
         f"factories {settings.describe('factories')}, {len(config.stash[FACTORIES])} bound; "
         f"seed {settings.describe('seed')}",
     ]

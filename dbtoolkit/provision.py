@@ -35,8 +35,7 @@ def provision(
     settings: Settings, pg: PostgreSQLConfig, run: str, cache_root: Path | None
 ) -> Iterator[tuple[Server, str]]:
     """Yield the run's server and migrated template; remove what was created on exit."""
-    alembic = schema.alembic_config(settings.alembic_ini)
-    head = schema.head_revision(alembic)
+    head = schema.head_revision(settings.alembic())
     if settings.url is not None:
         server = existing_server(settings.url)
         with _template_on_existing_server(server, settings, run) as template:
@@ -54,7 +53,7 @@ def _template_on_existing_server(server: Server, settings: Settings, run: str) -
         schema.check_test_database(settings.database, settings.allow_nontest_database)
         url = server.url(settings.database)
         with schema.run_lock(admin, f"migrate {settings.database}"):
-            schema.upgrade_to_head(schema.alembic_config(settings.alembic_ini, url))
+            schema.upgrade_to_head(settings.alembic(url))
         yield settings.database
         return
     with ExitStack() as stack:
@@ -63,7 +62,7 @@ def _template_on_existing_server(server: Server, settings: Settings, run: str) -
         schema.drop_abandoned(admin)
         name = f"{schema.PREFIX}{run}_tmpl"
         url = stack.enter_context(schema.created_database(admin, name, run=run))
-        schema.upgrade_to_head(schema.alembic_config(settings.alembic_ini, url))
+        schema.upgrade_to_head(settings.alembic(url))
         yield name
 
 
@@ -74,8 +73,7 @@ def _local_server_and_template(
     pg_ctl = find_pg_ctl(pg)
     port = get_port(pg.port)
     assert port is not None
-    alembic = schema.alembic_config(settings.alembic_ini)
-    key = cache.key(alembic, pg_ctl, binary_version(pg_ctl), pg.user, pg.password)
+    key = cache.key(settings.alembic(), pg_ctl, binary_version(pg_ctl), pg.user, pg.password)
     snapshot = cache.lookup(cache_root, key) if cache_root else None
 
     def start(snapshot: Path | None) -> AbstractContextManager[LocalServer]:
@@ -98,7 +96,7 @@ def _local_server_and_template(
             cache.discard(cache_root, key)  # whatever was there did not serve
         schema.create_database(local.server.url(), LOCAL_TEMPLATE, run=run)
         template_url = local.server.url(LOCAL_TEMPLATE)
-        schema.upgrade_to_head(schema.alembic_config(settings.alembic_ini, template_url))
+        schema.upgrade_to_head(settings.alembic(template_url))
         if cache_root is not None:
             local.save_on_stop(cache.destination(cache_root, key))
         yield local.server, LOCAL_TEMPLATE

@@ -31,14 +31,22 @@ PREFIX = "dbtoolkit_"
 MARK = "created by dbtoolkit run "
 
 
-def alembic_config(ini: Path, url: URL | None = None) -> Config:
-    """Load ``alembic.ini``, pointing ``sqlalchemy.url`` at ``url`` when given."""
+def alembic_config(
+    ini: Path, url: URL | None = None, *, script_location: Path | None = None
+) -> Config:
+    """Load ``alembic.ini``, pointing ``sqlalchemy.url`` at ``url`` when given.
+
+    ``script_location`` replaces the ini file's, for projects whose migrations live
+    elsewhere than it says.
+    """
     if not ini.is_file():
         raise ConfigError(
             f"alembic.ini not found at {ini}; point --dbtoolkit-alembic-ini "
             "(ini key dbtoolkit_alembic_ini) at your project's alembic.ini"
         )
     config = Config(str(ini))
+    if script_location is not None:
+        config.set_main_option("script_location", str(script_location).replace("%", "%%"))
     # Alembic's env.py reconfigures logging unless told not to; in a test run it must not.
     config.attributes["configure_logger"] = False
     if url is not None:
@@ -55,7 +63,7 @@ def head_revision(config: Config) -> str:
     except CommandError as exc:
         raise ConfigError(
             f"alembic script_location is unusable ({exc}); fix script_location in "
-            f"{config.config_file_name}"
+            f"{config.config_file_name} or set --dbtoolkit-script-location"
         ) from None
     heads = script.get_heads()
     if len(heads) > 1:

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from dbtoolkit.errors import ConfigError
+from dbtoolkit.schema import alembic_config
 
 Source = Literal["cli", "env", "ini", "default"]
 Kind = Literal["str", "list", "int", "bool"]
@@ -53,6 +55,11 @@ class Option:
 
 OPTIONS = (
     Option("alembic_ini", "Path of the alembic.ini that migrates the test database", "alembic.ini"),
+    Option(
+        "script_location",
+        "Alembic's script directory, when it is not the one alembic.ini names",
+        "",
+    ),
     Option(
         "factories",
         "Modules whose factory_boy factories create through each test's db_session "
@@ -93,12 +100,17 @@ class Settings:
     """The resolved settings of one pytest run."""
 
     alembic_ini: Path
+    script_location: Path | None
     factories: tuple[str, ...]
     seed: int
     url: URL | None
     database: str | None
     allow_nontest_database: bool
     sources: Mapping[str, Source]
+
+    def alembic(self, url: URL | None = None) -> Config:
+        """The Alembic configuration these settings name, pointed at ``url`` when given."""
+        return alembic_config(self.alembic_ini, url, script_location=self.script_location)
 
     def describe(self, name: str) -> str:
         """Return ``value (from source)`` for the header; a URL's password is masked."""
@@ -162,6 +174,11 @@ def resolve(config: pytest.Config) -> Settings:
         )
     return Settings(
         alembic_ini=base["alembic_ini"] / values["alembic_ini"],
+        script_location=(
+            base["script_location"] / values["script_location"]
+            if values["script_location"]
+            else None
+        ),
         factories=values["factories"],
         seed=values["seed"],
         url=parsed_url.set(drivername="postgresql+psycopg2") if parsed_url else None,

@@ -340,7 +340,22 @@ def test_a_bad_script_location(pytester):
     result.stdout.fnmatch_lines(
         [
             f"ConfigError: alembic script_location is unusable (Path doesn't exist: "
-            f"{pytester.path / 'nowhere'}*); fix script_location in {ini}"
+            f"{pytester.path / 'nowhere'}*); fix script_location in {ini} or set "
+            "--dbtoolkit-script-location"
+        ]
+    )
+
+
+def test_a_script_location_elsewhere_than_alembic_ini_says(pytester):
+    catalog(pytester, CATALOG_SETTINGS + "dbtoolkit_script_location = db/migrations\n")
+    (pytester.path / "db").mkdir()
+    (pytester.path / "migrations").rename(pytester.path / "db" / "migrations")
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            f"dbtoolkit: schema *alembic.ini (from ini), scripts {pytester.path}/db/migrations "
+            "(from ini), head bbb2; *"
         ]
     )
 
