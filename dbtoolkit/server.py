@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -358,7 +358,16 @@ def running_server(
         local = LocalServer(server, workdir / "data", from_snapshot=snapshot is not None)
         cleanup.callback(local._save)
         cleanup.callback(executor.stop)
+        cleanup.callback(_let_pg_ctl_finish, executor)
         yield local
+
+
+def _let_pg_ctl_finish(executor: _Executor) -> None:
+    # pg_ctl -w polls on for up to 100 ms after the port answers; stopped under it, the
+    # server would make it report that the start failed. Only a very short run waits.
+    if executor.process is not None:
+        with suppress(subprocess.TimeoutExpired):
+            executor.process.wait(timeout=10)
 
 
 def _start_failure(pg_ctl: str, workdir: Path, port: int, exc: Exception) -> str:

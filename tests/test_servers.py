@@ -456,3 +456,16 @@ def test_a_server_that_fails_to_start_says_why(pytester):
             "port (--postgresql-port)"
         ]
     )
+
+
+def test_a_server_stopped_right_after_it_started_leaves_no_complaint(capfd, pytestconfig):
+    # pg_ctl -w was still polling when the server stopped, and said the start had failed.
+    with running_server(
+        find_pg_ctl(postgresql_config(pytestconfig)),
+        host="127.0.0.1",
+        port=select_random(),
+        user="postgres",
+        password=None,
+    ):
+        pass
+    assert capfd.readouterr().err == ""
