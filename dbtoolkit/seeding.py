@@ -2,8 +2,10 @@
 
 Factories name no session of their own. ``bind`` points each one at
 ``current_session``, which returns the session that ``activate`` made current for
-the test. ``reseed`` makes Faker and factory_boy produce the same values for the same
-test on every run, whatever the order the tests run in.
+the test. ``reseed`` and ``set_sequences`` make Faker and factory_boy produce the
+same values for the same test on every run, whatever the order the tests run in.
+``lay`` creates a seed fixture's rows (a ``SeedSpec``) once, as one layer of a
+``SharedConnection``, for every test that asks for them.
 """
 
 from __future__ import annotations
