@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from mirakuru.base import ENV_UUID
 from mirakuru.exceptions import AlreadyRunning, ExecutorError
 from packaging.version import parse
 from pytest_postgresql.config import PostgreSQLConfig
@@ -201,6 +202,16 @@ class _Executor(PostgreSQLExecutor):
     def version(self) -> Any:
         # Asked once already, without the launcher's extra Python start.
         return parse(self.known_version)
+
+    @property
+    def envvars(self) -> dict[str, str]:
+        # mirakuru marks what it starts with "<pid>:<uuid>" in mirakuru_uuid, and every
+        # process that imported it SIGKILLs, at exit, each process whose mark merely
+        # *contains* its own pid: another pytest run ending could kill this server.
+        # The server is stopped with pg_ctl and needs no mark.
+        env = super().envvars
+        env.pop(ENV_UUID, None)
+        return env
 
     def init_directory(self) -> None:
         if self._directory_initialised:

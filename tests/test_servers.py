@@ -469,3 +469,14 @@ def test_a_server_stopped_right_after_it_started_leaves_no_complaint(capfd, pyte
     ):
         pass
     assert capfd.readouterr().err == ""
+
+
+def test_a_started_server_carries_no_mirakuru_mark(dbtoolkit_server, dbtoolkit_settings, engine):
+    # Any process that imported mirakuru SIGKILLs, when it exits, the processes whose
+    # mirakuru_uuid contains its pid: an inner pytest run killed the outer server.
+    if dbtoolkit_settings.url is not None:
+        pytest.skip("this run uses a server dbtoolkit did not start")
+    with engine.connect() as connection:
+        data_directory = connection.exec_driver_sql("SHOW data_directory").scalar_one()
+    postmaster = (Path(data_directory) / "postmaster.pid").read_text().split()[0]
+    assert b"mirakuru_uuid=" not in Path(f"/proc/{postmaster}/environ").read_bytes()
