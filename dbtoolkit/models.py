@@ -20,7 +20,7 @@ class Base(DeclarativeBase):
 
 
 class Organization(Base):
-    """A company that users belong to."""
+    """A company that users belong to; one of them may be its owner."""
 
     __tablename__ = "organizations"
 
@@ -28,8 +28,24 @@ class Organization(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     slug: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Checked at commit, so an organization and its owner can be inserted in either
+    # order; use_alter because users.organization_id points the other way.
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey(
+            "users.id",
+            ondelete="SET NULL",
+            name="fk_organizations_owner_id_users",
+            deferrable=True,
+            initially="DEFERRED",
+            use_alter=True,
+        )
+    )
 
-    users: Mapped[list[User]] = relationship(back_populates="organization")
+    # Two foreign keys join organizations and users, so each relationship names its own.
+    users: Mapped[list[User]] = relationship(
+        back_populates="organization", foreign_keys="User.organization_id"
+    )
+    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
 
 
 class User(Base):
@@ -46,7 +62,9 @@ class User(Base):
         ForeignKey("organizations.id", ondelete="SET NULL")
     )
 
-    organization: Mapped[Organization | None] = relationship(back_populates="users")
+    organization: Mapped[Organization | None] = relationship(
+        back_populates="users", foreign_keys=[organization_id]
+    )
     projects: Mapped[list[Project]] = relationship(
         back_populates="owner", cascade="all, delete-orphan"
     )

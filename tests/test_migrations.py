@@ -29,6 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 ALEMBIC_INI = REPO / "alembic.ini"
 MODEL_TABLES = {"organizations", "users", "projects"}
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+OWNER_FK = "fk_organizations_owner_id_users"
+# Referenced table, ON DELETE SET NULL ('n'), DEFERRABLE, INITIALLY DEFERRED.
+DEFERRED_OWNER_FK = ("users", "n", True, True)
 
 
 def revisions() -> list[str]:
@@ -90,6 +93,25 @@ def schema_snapshot(engine) -> dict[str, dict[str, object]]:
         }
 
 
+def owner_foreign_key(engine) -> tuple[str, str, bool, bool] | None:
+    """The referenced table, ON DELETE action and timing of organizations' owner key."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT confrelid::regclass::text, confdeltype, condeferrable, condeferred "
+                "FROM pg_constraint "
+                "WHERE conrelid = 'organizations'::regclass AND conname = :name"
+            ),
+            {"name": OWNER_FK},
+        ).one_or_none()
+    return None if row is None else tuple(row)
+
+
+def column_names(engine, table: str) -> set[str]:
+    with engine.connect() as connection:
+        return {c["name"] for c in inspect(connection).get_columns(table)}
+
+
 def table_names(engine) -> set[str]:
     with engine.connect() as connection:
         return set(inspect(connection).get_table_names())
@@ -126,10 +148,10 @@ def alembic_cli(url: URL, *arguments: str) -> str:
     return result.stdout + result.stderr
 
 
-def test_history_is_one_line_ending_at_0004():
+def test_history_is_one_line_ending_at_0005():
     history = revisions()
-    assert history[-1] == "0004"
-    assert schema.head_revision(schema.alembic_config(ALEMBIC_INI)) == "0004"
+    assert history[-1] == "0005"
+    assert schema.head_revision(schema.alembic_config(ALEMBIC_INI)) == "0005"
     assert len(history) == len(set(history))
 
 
@@ -216,3 +238,22 @@ def test_0004_slug_of_a_name_without_latin_letters(scratch_url, scratch_engine):
     slugs = insert_organizations_then_upgrade(scratch_url, scratch_engine, ["Яндекс"])
 
     assert SLUG.fullmatch(slugs["Яндекс"]), slugs
+
+
+def test_0005_owner_key_of_the_test_database_is_deferrable_initially_deferred(engine):
+    assert owner_foreign_key(engine) == DEFERRED_OWNER_FK
+
+
+def test_0005_downgrades_to_0004_and_upgrades_again(scratch_url, scratch_engine):
+    config = schema.alembic_config(ALEMBIC_INI, scratch_url)
+
+    command.upgrade(config, "0005")
+    assert owner_foreign_key(scratch_engine) == DEFERRED_OWNER_FK
+    assert "owner_id" in column_names(scratch_engine, "organizations")
+
+    command.downgrade(config, "0004")
+    assert owner_foreign_key(scratch_engine) is None
+    assert "owner_id" not in column_names(scratch_engine, "organizations")
+
+    command.upgrade(config, "0005")
+    assert owner_foreign_key(scratch_engine) == DEFERRED_OWNER_FK
