@@ -3,5 +3,6 @@
 from dbtoolkit.errors import DbtoolkitError
 from dbtoolkit.isolation import isolated_session
 from dbtoolkit.plugin import seed
+from dbtoolkit.queries import count_queries
 
-__all__ = ["DbtoolkitError", "isolated_session", "seed"]
+__all__ = ["DbtoolkitError", "count_queries", "isolated_session", "seed"]

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from dbtoolkit import errors, schema, seeding
+from dbtoolkit import errors, queries, schema, seeding
 from dbtoolkit.errors import ConfigError, DbtoolkitError
 from dbtoolkit.isolation import SharedConnection
 from dbtoolkit.provision import provision
@@ -368,3 +368,46 @@ def seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Any:
 
     seed_fixture.dbtoolkit_seed = spec  # type: ignore[attr-defined]
     return pytest.fixture(seed_fixture)
+
+
+@pytest.fixture
+def assert_num_queries(db_session: Session) -> queries.QueryAssertion:
+    """A function ``(n, *, bind=None)`` whose block fails unless it runs exactly ``n`` queries.
+
+    Function scope; it brings db_session with it. The context manager it returns counts
+    the statements run on what db_session is bound to (the run's shared connection, or
+    the test's own Engine under ``isolation="database"``) or on ``bind`` (an Engine,
+    Connection or Session), savepoints left out, and yields the ``Queries`` it records.
+    When the block ends without an error and the count differs, it raises
+    ``AssertionError`` listing every statement. Its event listener goes with the block::
+
+        def test_users_page_has_no_n_plus_one(db_session, seeded_users, assert_num_queries):
+            with assert_num_queries(2):
+                render_users_page(db_session)
+    """
+
+    def check(
+        count: int, *, bind: queries.Bind | None = None
+    ) -> AbstractContextManager[queries.Queries]:
+        return queries.assert_num_queries(count, db_session if bind is None else bind)
+
+    return check
+
+
+@pytest.fixture
+def assert_max_num_queries(db_session: Session) -> queries.QueryAssertion:
+    """A function ``(n, *, bind=None)`` whose block fails if it runs more than ``n`` queries.
+
+    Function scope; otherwise as ``assert_num_queries``, but any count up to ``n`` passes::
+
+        def test_users_page_stays_cheap(db_session, seeded_users, assert_max_num_queries):
+            with assert_max_num_queries(3):
+                render_users_page(db_session)
+    """
+
+    def check(
+        count: int, *, bind: queries.Bind | None = None
+    ) -> AbstractContextManager[queries.Queries]:
+        return queries.assert_max_num_queries(count, db_session if bind is None else bind)
+
+    return check
