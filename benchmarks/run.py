@@ -11,7 +11,8 @@ medians and of the ratios the targets are stated in. The variants:
 - (a) ``nodb``: the same tests without a database (dbtoolkit disabled); and one such
   test in the ``dbtoolkit`` project, where the plugin is loaded;
 - ``dbtoolkit``: ``db_session`` + ``seeded_users = seed(UserFactory, 5)``, with an
-  Alembic history of 1 revision, and ``dbtoolkit33`` with one of 33 revisions;
+  Alembic history of 1 revision, and ``dbtoolkit33`` with one of 33 revisions; the
+  same tests with ``--dbtoolkit-leaks=off``, and marked ``isolation="database"``;
 - (b) ``pgfixture``: pytest-postgresql's per-test ``postgresql`` database, cloned from a
   template Alembic migrated, and the same 5 users inserted through its cursor;
 - (c) ``naive``: the chain as the guide writes it: pytest-postgresql's ``postgresql_proc``,
@@ -297,6 +298,11 @@ TESTS = {
         "from bench_models import User\n",
         "def test_{i}(db_session, seeded_users):\n    assert db_session.query(User).count() == 5\n",
     ),
+    "marked": (
+        "import pytest\n\nfrom bench_models import User\n",
+        '@pytest.mark.dbtoolkit(isolation="database")\n'
+        "def test_{i}(db_session, seeded_users):\n    assert db_session.query(User).count() == 5\n",
+    ),
     "cursor": (
         "",
         "def test_{i}(postgresql, seeded_users):\n"
@@ -497,6 +503,8 @@ def jobs(n: int, n_pg: int, n_xdist: int) -> list[Job]:
         Job("dbtoolkit-1-first", "dbtoolkit", "orm", 1, cache="fresh", setup=True),
         Job("dbtoolkit-1-second", "dbtoolkit", "orm", 1, cache="warm", setup=True),
         Job("dbtoolkit-N", "dbtoolkit", "orm", n, cache="warm"),
+        Job("noleaks-N", "dbtoolkit", "orm", n, cache="warm", args=("--dbtoolkit-leaks=off",)),
+        Job("marked-N", "dbtoolkit", "marked", n_pg, cache="warm"),
         Job("dbtoolkit33-1-first", "dbtoolkit33", "orm", 1, cache="fresh", setup=True),
         Job("dbtoolkit33-1-second", "dbtoolkit33", "orm", 1, cache="warm", setup=True),
         Job("naive-1", "naive", "orm", 1, setup=True),
@@ -575,6 +583,16 @@ def rows(n: int, n_pg: int, n_xdist: int) -> list[Row]:
         Row("dbtoolkit: per-test overhead over (a)", dbtoolkit, "ms"),
         Row("(c) naive chain: per-test overhead over (a)", naive, "ms"),
         Row(f"(b) pytest-postgresql `postgresql`: per-test overhead (N={n_pg})", pgfixture, "ms"),
+        Row(
+            "dbtoolkit: of which the leak check (minus --dbtoolkit-leaks=off)",
+            lambda r: (r["dbtoolkit-N"] - r["noleaks-N"]) / n,
+            "ms",
+        ),
+        Row(
+            f'dbtoolkit, isolation="database" marker: per-test overhead (N={n_pg})',
+            overhead("marked-N", n_pg, "dbtoolkit-1-second"),
+            "ms",
+        ),
         Row(
             "dbtoolkit, 1 revision: set-up before the first test, first run",
             setup("dbtoolkit-1-first"),

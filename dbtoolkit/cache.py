@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 # Bump when what an entry holds changes meaning.
-FORMAT = "1"
+FORMAT = "2"  # 2: the template carries the leak watch
 # Entries kept per project; older ones are removed when a new one is saved.
 KEEP = 3
 

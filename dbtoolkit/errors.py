@@ -27,3 +27,15 @@ class IsolationError(DbtoolkitError):
 
 class NoSessionError(DbtoolkitError):
     """A factory was used where no test session is active."""
+
+
+class LeakError(IsolationError):
+    """Rows were committed outside the test's transaction while it ran."""
+
+
+class LeakWarning(UserWarning):
+    """The warning for committed rows, with ``--dbtoolkit-leaks=warn``."""
+
+
+class DeferredConstraintError(DbtoolkitError):
+    """A test left a deferred constraint violated, so its work could not have committed."""

@@ -15,15 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, event
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_scoped_session,
+    async_sessionmaker,
+)
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 
-from dbtoolkit.errors import IsolationError
+from dbtoolkit.errors import DeferredConstraintError, IsolationError
 
-# libpq's PQtransactionStatus, as psycopg 2 and 3 report it: no transaction open.
+# libpq's PQtransactionStatus, as psycopg 2 and 3 report it: no transaction open, and
+# one in which a statement failed.
 _IDLE = 0
+_FAILED = 3
 
 Layer = TypeVar("Layer")
 
@@ -68,10 +78,10 @@ class SharedConnection(Generic[Layer]):
     the rest and lays what is missing; ``session`` yields the test's Session and rolls
     back to the top layer afterwards, whatever the test did.
 
-    A test that ends the outer transaction itself (a raw ``COMMIT``) has committed the
-    layers and its own rows for real: ``on_escape`` is called, with no connection open,
-    to put the database right (dbtoolkit recreates it from the template), and the
-    test fails with ``IsolationError``.
+    Any session on the connection may write: the test's, or the application's ones
+    that ``joined`` binds to it. A test that ends the outer transaction itself (a raw
+    ``COMMIT``) has committed the layers and its own rows for real: the connection is
+    ``reset`` and the test fails with ``IsolationError``.
     """
 
     def __init__(self, engine: Engine, on_escape: Callable[[], None] = lambda: None) -> None:
@@ -81,6 +91,8 @@ class SharedConnection(Generic[Layer]):
 
     def _open(self) -> None:
         self.connection = self.engine.connect()
+        self.written = False
+        event.listen(self.connection, "before_cursor_execute", self._note)
         self.transaction = self.connection.begin()
         self.layers: list[tuple[Hashable, Layer]] = []
         self.connection.exec_driver_sql("SAVEPOINT dbtoolkit_0")
@@ -105,27 +117,47 @@ class SharedConnection(Generic[Layer]):
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """Yield a Session on top of the layers; roll back to them on exit."""
-        session = _LayeredSession(bind=self.connection, join_transaction_mode="create_savepoint")
+        """Yield a Session on top of the layers; roll back to them on exit.
+
+        Before the rollback, deferred constraints are checked (``SET CONSTRAINTS ALL
+        IMMEDIATE``) if the test wrote anything: a violated one fails the test with
+        ``DeferredConstraintError``, as its COMMIT would have failed.
+        """
+        session = Session(bind=self.connection, join_transaction_mode="create_savepoint")
+        self.written = False
+        violation = None
         try:
             yield session
         finally:
-            escaped = session.in_transaction() and _outer_transaction_ended(self.connection)
+            escaped = _outer_transaction_ended(self.connection)  # the layers' BEGIN is sent
             if escaped:
                 self.connection.invalidate()
-                self.close()
-                self.on_escape()
-                self._open()
+                self.reset()
             else:
+                if self.written:
+                    violation = self._check_deferred()
                 # Closing rolls back the session's own SAVEPOINT, which began on top of
-                # the layers; only what a commit released below it needs rolling back.
+                # the layers; what a commit released below it (or another session on
+                # this connection wrote) needs rolling back to the top layer.
                 session.close()
-                if session.info.get(_COMMITTED):
+                if self.written:
                     self.connection.exec_driver_sql(
                         f"ROLLBACK TO SAVEPOINT dbtoolkit_{len(self.layers)}"
                     )
         if escaped:
             raise IsolationError(ESCAPED)
+        if violation is not None:
+            raise violation
+
+    def reset(self) -> None:
+        """Start over on a fresh connection after the database was written for real.
+
+        ``on_escape`` is called in between, with no connection open, to put the
+        database right (dbtoolkit recreates it from the template).
+        """
+        self.close()
+        self.on_escape()
+        self._open()
 
     def close(self) -> None:
         """Roll back everything and return the connection."""
@@ -133,20 +165,90 @@ class SharedConnection(Generic[Layer]):
             self.transaction.rollback()
         self.connection.close()
 
+    def _note(self, *args: Any) -> None:
+        statement: str = args[2]
+        if not self.written and not statement.lstrip()[:9].upper().startswith(_READING):
+            self.written = True
 
-_COMMITTED = "dbtoolkit committed"
+    def _check_deferred(self) -> DeferredConstraintError | None:
+        if _transaction_status(self.connection) == _FAILED:
+            return None  # a statement failed; the test has been told
+        try:
+            self.connection.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
+        except DBAPIError as exc:
+            diag = getattr(exc.orig, "diag", None)
+            name = getattr(diag, "constraint_name", None) or "?"
+            message = getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]
+            detail = getattr(diag, "message_detail", None)
+            return DeferredConstraintError(
+                f"the test left deferred constraint {name!r} violated, so its COMMIT would "
+                f"have failed: {message}" + (f" ({detail})" if detail else "")
+            )
+        return None
 
 
-class _LayeredSession(Session):
-    """A Session that notes in ``info`` whether it committed (released its SAVEPOINT)."""
+# Statements that write nothing a test could leave behind (SAVEPOINT, RELEASE and
+# ROLLBACK TO only move within the test's own transaction).
+_READING = ("SELECT", "SAVEPOINT", "RELEASE", "ROLLBACK", "SHOW")
 
 
-@event.listens_for(_LayeredSession, "after_commit")
-def _note_commit(session: Session) -> None:
-    session.info[_COMMITTED] = True
+@contextmanager
+def joined(
+    bind: Engine | Connection | AsyncEngine | AsyncConnection, *makers: Any
+) -> Iterator[None]:
+    """Make the application's session makers open their sessions on ``bind`` in the block.
+
+    On a test's connection, the sessions join its transaction the way the test's own
+    session does, in SAVEPOINTs, so what they commit is rolled back with the test.
+    They may be used from other threads, one at a time. The makers are restored on
+    exit; a ``scoped_session`` gets back its own registry, so no thread keeps a
+    session opened in the block. The async makers (``async_sessionmaker``,
+    ``async_scoped_session``) go with an ``AsyncConnection``.
+    """
+    factories = [m.session_factory if isinstance(m, _SCOPED) else m for m in makers]
+    for maker, factory in zip(makers, factories, strict=True):
+        if not isinstance(factory, (sessionmaker, async_sessionmaker)):
+            raise TypeError(
+                f"db_bind takes sessionmaker or scoped_session objects, got {maker!r}; pass the "
+                "sessionmaker the code under test opens its sessions with, or mark the test "
+                '@pytest.mark.dbtoolkit(isolation="database") to let it commit for real'
+            )
+    kws = [factory.kw for factory in factories]
+    registries = [maker.registry for maker in makers if isinstance(maker, _SCOPED)]
+    try:
+        for maker, factory in zip(makers, factories, strict=True):
+            kw = {key: value for key, value in factory.kw.items() if key != "binds"}
+            kw["bind"] = bind
+            if isinstance(bind, (Connection, AsyncConnection)):
+                kw["join_transaction_mode"] = "create_savepoint"
+            factory.kw = kw
+            if isinstance(maker, _SCOPED):
+                maker.registry = _fresh(maker.registry)
+        yield
+    finally:
+        for factory, kw in zip(factories, kws, strict=True):
+            factory.kw = kw
+        for maker in makers:
+            if isinstance(maker, _SCOPED):
+                maker.registry = registries.pop(0)
+
+
+_SCOPED = (scoped_session, async_scoped_session)
+
+
+def _fresh(registry: ScopedRegistry[Any]) -> ScopedRegistry[Any]:
+    """An empty registry like ``registry``: thread-local, or keyed by the same scopefunc."""
+    if isinstance(registry, ThreadLocalRegistry):
+        return ThreadLocalRegistry(registry.createfunc)
+    return ScopedRegistry(registry.createfunc, registry.scopefunc)
 
 
 def _outer_transaction_ended(connection: Connection) -> bool:
     # A session in a transaction has sent BEGIN, so the server must be in one too.
+    return _transaction_status(connection) == _IDLE
+
+
+def _transaction_status(connection: Connection) -> int | None:
     info = getattr(connection.connection.dbapi_connection, "info", None)
-    return getattr(info, "transaction_status", None) == _IDLE
+    status: int | None = getattr(info, "transaction_status", None)
+    return status

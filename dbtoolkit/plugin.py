@@ -8,8 +8,10 @@ be overridden by a project's conftest.py.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import uuid
-from collections.abc import Generator, Iterator
+import warnings
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from types import SimpleNamespace
 from typing import Any
@@ -21,8 +23,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from dbtoolkit import errors, queries, schema, seeding
-from dbtoolkit.errors import ConfigError, DbtoolkitError
-from dbtoolkit.isolation import SharedConnection
+from dbtoolkit.errors import ConfigError, DbtoolkitError, LeakError, LeakWarning
+from dbtoolkit.isolation import SharedConnection, joined
+from dbtoolkit.leaks import LeakWatch, describe
 from dbtoolkit.provision import provision
 from dbtoolkit.server import (
     Server,
@@ -39,6 +42,10 @@ RUN = pytest.StashKey[str]()
 TEST_SEED = pytest.StashKey[int]()
 SEEDS = pytest.StashKey[dict[seeding.SeedSpec, seeding.Laid]]()
 CONNECTION = pytest.StashKey[SharedConnection[seeding.Laid]]()
+WATCH = pytest.StashKey[LeakWatch]()
+# Put the test database back as the template made it (after a leak or a raw COMMIT).
+RECREATE = pytest.StashKey[Callable[[], None]]()
+ENGINES = pytest.StashKey[list[Engine]]()  # disposed before the database is recreated
 # The key of what the xdist controller hands its workers in ``workerinput``.
 SHARED = "dbtoolkit"
 
@@ -56,6 +63,11 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     seeding.bind(factories)
+    config.addinivalue_line(
+        "markers",
+        'dbtoolkit(isolation="database"): give the test a database of its own, cloned from '
+        "the migrated template and dropped afterwards, in which db_session commits for real",
+    )
     config.stash[SETTINGS] = settings
     config.stash[FACTORIES] = factories
     shared = getattr(config, "workerinput", {}).get(SHARED, {})
@@ -92,7 +104,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"dbtoolkit: {server}",
         f"dbtoolkit: schema {settings.describe('alembic_ini')}{scripts}, head {head}; "
         f"factories {settings.describe('factories')}, {len(config.stash[FACTORIES])} bound; "
-        f"seed {settings.describe('seed')}",
+        f"seed {settings.describe('seed')}; leaks {settings.describe('leaks')}; "
+        f"driver {settings.describe('driver')}",
     ]
 
 
@@ -110,7 +123,8 @@ def pytest_runtest_makereport(
                 "dbtoolkit",
                 f"Faker/factory_boy seed of this test: {item.stash[TEST_SEED]} (derived from its "
                 "node id and --dbtoolkit-seed; its fixtures draw from it, its body from the "
-                "seed + 1, on every run and in any order)",
+                "seed + 1, on every run and in any order); rerun it with the same data: "
+                f"pytest {item.nodeid!r} --dbtoolkit-seed={item.config.stash[SETTINGS].seed}",
             )
         )
     return report
@@ -212,55 +226,64 @@ def dbtoolkit_database(
 ) -> Iterator[URL]:
     """The URL of this run's (or xdist worker's) copy of the template, dropped at the end.
 
-    With ``--dbtoolkit-database``, that database itself.
+    With ``--dbtoolkit-database``, that database itself. From the moment it exists,
+    every test is checked for rows committed outside its transaction (leaks).
     """
-    if dbtoolkit_settings.database:
+    if dbtoolkit_settings.database:  # used as it is: neither watched nor recreated
         yield dbtoolkit_server.url(dbtoolkit_settings.database)
         return
     run = pytestconfig.stash[RUN]
     worker = getattr(pytestconfig, "workerinput", {}).get("workerid", "main")
-    with schema.created_database(
-        dbtoolkit_server.url(),
-        f"{schema.PREFIX}{run}_{worker}",
-        template=dbtoolkit_template,
-        run=run,
-    ) as url:
-        yield url
+    admin, name = dbtoolkit_server.url(), f"{schema.PREFIX}{run}_{worker}"
+    with schema.created_database(admin, name, template=dbtoolkit_template, run=run) as url:
+        watch = LeakWatch(url)
+
+        def recreate() -> None:
+            watch.close()
+            for engine in pytestconfig.stash.get(ENGINES, []):
+                engine.dispose()
+            schema.drop_database(admin, name)
+            schema.create_database(admin, name, template=dbtoolkit_template, run=run)
+
+        pytestconfig.stash[RECREATE] = recreate
+        if dbtoolkit_settings.leaks != "off":
+            pytestconfig.stash[WATCH] = watch
+        try:
+            yield url
+        finally:
+            del pytestconfig.stash[RECREATE]
+            if WATCH in pytestconfig.stash:
+                del pytestconfig.stash[WATCH]
+            watch.close()
 
 
 @pytest.fixture(scope="session")
-def engine(dbtoolkit_database: URL) -> Iterator[Engine]:
-    """A SQLAlchemy Engine on the test database (session scope), disposed at the end."""
-    engine = create_engine(dbtoolkit_database)
+def engine(
+    pytestconfig: pytest.Config, dbtoolkit_database: URL, dbtoolkit_settings: Settings
+) -> Iterator[Engine]:
+    """A SQLAlchemy Engine on the test database (session scope), disposed at the end.
+
+    Its driver is the ``driver`` setting (psycopg2 or psycopg).
+    """
+    engine = create_engine(dbtoolkit_database.set(drivername=dbtoolkit_settings.dbapi_name))
+    pytestconfig.stash.setdefault(ENGINES, []).append(engine)
     yield engine
+    pytestconfig.stash[ENGINES].remove(engine)
     engine.dispose()
 
 
 @pytest.fixture(scope="session")
 def dbtoolkit_connection(
-    engine: Engine,
-    pytestconfig: pytest.Config,
-    dbtoolkit_server: Server,
-    dbtoolkit_template: str,
-    dbtoolkit_database: URL,
+    engine: Engine, pytestconfig: pytest.Config
 ) -> Iterator[SharedConnection[seeding.Laid]]:
     """The connection every db_session of this run (or xdist worker) works on.
 
     Session scope. Its outer transaction is never committed; seed data lies in
     savepoint layers that tests asking for the same seeds share. If a test commits
-    for real (a raw COMMIT), the database is recreated from the template.
+    for real (a raw COMMIT, or code with a connection of its own), the database is
+    recreated from the template.
     """
-
-    def recreate() -> None:
-        if pytestconfig.stash[SETTINGS].database:
-            return  # a database used as it is is not ours to recreate
-        engine.dispose()
-        admin, name = dbtoolkit_server.url(), str(dbtoolkit_database.database)
-        schema.drop_database(admin, name)
-        schema.create_database(
-            admin, name, template=dbtoolkit_template, run=pytestconfig.stash[RUN]
-        )
-
+    recreate = pytestconfig.stash.get(RECREATE, lambda: None)
     shared: SharedConnection[seeding.Laid] = SharedConnection(engine, on_escape=recreate)
     pytestconfig.stash[CONNECTION] = shared
     yield shared
@@ -277,39 +300,110 @@ def db_session(
     Function scope. The bound factories create through it. ``commit()`` and
     ``rollback()`` work as usual inside the test; a rollback returns to the state the
     test's seed fixtures laid. Seed fixtures are laid before the test's other fixtures
-    run, in the order the test requests them.
+    run: session-scoped seeds first, then module-scoped ones, then the rest, each in
+    the order the test requests them. Before the rollback, deferred constraints are
+    checked: a test that leaves one violated fails, as its COMMIT would have.
+
+    A test marked ``@pytest.mark.dbtoolkit(isolation="database")`` gets instead a
+    Session on a database of its own, cloned from the template, where commits are
+    real and other connections see them (``db_session.get_bind()`` is its Engine);
+    the database is dropped after the test.
     """
+    if _isolation(request.node) == "database":
+        yield from _own_database(request)
+        return
     factories = request.config.stash[FACTORIES]
-    specs = _requested_seeds(request)
+    keys = _requested_seeds(request)
     laid_now = []
 
-    def lay(spec: seeding.SeedSpec, *args: Any) -> seeding.Laid:
-        laid_now.append(spec)
+    def lay(key: tuple[seeding.SeedSpec, str], *args: Any) -> seeding.Laid:
+        laid_now.append(key)
         base_seed = request.config.stash[SETTINGS].seed
-        return seeding.lay(spec, *args, factories=factories, base_seed=base_seed)
+        return seeding.lay(key[0], *args, factories=factories, base_seed=base_seed)
 
-    laid = dbtoolkit_connection.prepare(specs, lay)  # type: ignore[arg-type]
+    laid = dbtoolkit_connection.prepare(keys, lay)  # type: ignore[arg-type]
     if laid:  # the test's own values continue the sequences after its seeds
         seeding.set_sequences(factories, laid[-1].sequences)
     if laid_now:  # laying drew from Faker: back to the test's own seed
         seeding.reseed(request.node.stash[TEST_SEED])
-    request.node.stash[SEEDS] = dict(zip(specs, laid, strict=True))
+    request.node.stash[SEEDS] = {spec: layer for (spec, _), layer in zip(keys, laid, strict=True)}
     with dbtoolkit_connection.session() as session, seeding.activate(session):
         yield session
 
 
-def _requested_seeds(request: pytest.FixtureRequest) -> list[seeding.SeedSpec]:
-    """The seeds of the seed fixtures this test requests, in the order it requests them."""
+def _isolation(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("dbtoolkit")
+    if marker is None:
+        return "transaction"
+    isolation = marker.kwargs.get("isolation")
+    if marker.args or set(marker.kwargs) != {"isolation"} or isolation not in ISOLATIONS:
+        raise ConfigError(
+            '@pytest.mark.dbtoolkit takes isolation="transaction" (the default) or '
+            f'isolation="database", got {marker.args or marker.kwargs}; '
+            f"fix the marker on {item.nodeid}"
+        )
+    return str(isolation)
+
+
+ISOLATIONS = ("transaction", "database")
+_DATABASES = itertools.count(1)
+
+
+def _own_database(request: pytest.FixtureRequest) -> Iterator[Session]:
+    config = request.config
+    if config.stash[SETTINGS].database:
+        raise ConfigError(
+            'isolation="database" clones the template into a new database, which '
+            "--dbtoolkit-database (testing in one database as it is) rules out; run "
+            "this test without --dbtoolkit-database, on a role that may create databases"
+        )
+    server: Server = request.getfixturevalue("dbtoolkit_server")
+    run, worker = config.stash[RUN], getattr(config, "workerinput", {}).get("workerid", "main")
+    name = f"{schema.PREFIX}{run}_{worker}_{next(_DATABASES)}"
+    template = request.getfixturevalue("dbtoolkit_template")
+    request.node.stash[SEEDS] = {}  # seed fixtures create and commit in the test itself
+    with schema.created_database(server.url(), name, template=template, run=run) as url:
+        engine = create_engine(url.set(drivername=config.stash[SETTINGS].dbapi_name))
+        try:
+            with Session(engine) as session, seeding.activate(session):
+                yield session
+        finally:
+            engine.dispose()
+
+
+def _requested_seeds(request: pytest.FixtureRequest) -> list[tuple[seeding.SeedSpec, str]]:
+    """The layer keys of the seed fixtures this test requests, widest scope first.
+
+    A module-scoped seed's key names the module, so each module lays its own.
+    """
     definitions = getattr(request.node, "_fixtureinfo", None)
     if definitions is None:
         return []
-    specs = []
+    keys = []
     for name in request.fixturenames:
         fixturedefs = definitions.name2fixturedefs.get(name)
         spec = getattr(fixturedefs[-1].func, "dbtoolkit_seed", None) if fixturedefs else None
         if isinstance(spec, seeding.SeedSpec):
-            specs.append(spec)
-    return specs
+            module = request.node.nodeid.split("::")[0] if spec.scope == "module" else ""
+            keys.append((spec, module))
+    return sorted(keys, key=lambda key: seeding.SCOPES.index(key[0].scope))
+
+
+@pytest.fixture
+def db_bind(db_session: Session) -> Iterator[Callable[..., None]]:
+    """A function that makes the application's session makers open sessions in the test.
+
+    Function scope. ``db_bind(SessionLocal)`` (a ``sessionmaker`` or ``scoped_session``)
+    makes every session the code under test opens from it, in this thread or another,
+    join the test's transaction: what it commits is rolled back with the test, and it
+    sees the test's seed rows and factory objects. The makers are restored afterwards.
+    """
+    with ExitStack() as stack:
+
+        def bind(*makers: Any) -> None:
+            stack.enter_context(joined(db_session.get_bind(), *makers))
+
+        yield bind
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -317,6 +411,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     shared = item.config.stash.get(CONNECTION, None)
     if shared is not None and "db_session" not in getattr(item, "fixturenames", ()):
         shared.prepare([], seeding.lay)  # type: ignore[arg-type]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """After every test, once the test database exists, report rows committed behind its back.
+
+    The check runs before the test's fixtures are torn down (so it also covers the
+    last test of a run). Leaked rows are then removed by recreating the database from
+    the template, and the test fails at teardown, or warns with --dbtoolkit-leaks=warn.
+    """
+    watch = item.config.stash.get(WATCH, None)
+    writes = watch.writes() if watch is not None else []
+    result = yield
+    if writes:
+        shared = item.config.stash.get(CONNECTION, None)
+        if shared is not None:
+            shared.reset()
+        elif RECREATE in item.config.stash:  # after the last test, it is gone already
+            item.config.stash[RECREATE]()
+        if item.config.stash[SETTINGS].leaks == "warn":
+            warnings.warn(LeakWarning(describe(writes)), stacklevel=1)
+        else:
+            raise LeakError(describe(writes))
+    return result
 
 
 @pytest.fixture(autouse=True)
@@ -340,7 +458,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
     return (yield)
 
 
-def seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Any:
+def seed(
+    factory: seeding.FactoryClass, count: int, *, scope: str = "function", **attributes: Any
+) -> Any:
     """Return a function-scoped fixture that yields ``count`` rows made with ``factory``.
 
     The rows are laid on db_session's connection before the test's other fixtures,
@@ -351,10 +471,17 @@ def seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Any:
     it to a name in a conftest.py::
 
         seeded_users = seed(UserFactory, 5)
+
+    ``scope="module"`` or ``"session"`` lays the rows below the function-scoped seeds,
+    so that tests of the module (or the run) that ask for them share one laying, even
+    when their other seeds differ. A test that does not ask for a seed never sees its
+    rows: its database is rolled back below them, and they are laid again after it.
     """
     if count < 0:
         raise ConfigError(f"seed() needs a count of 0 or more, got {count!r}")
-    spec = seeding.SeedSpec(factory, count, attributes)
+    if scope not in seeding.SCOPES:
+        raise ConfigError(f"seed() takes scope {', '.join(seeding.SCOPES)}, got {scope!r}")
+    spec = seeding.SeedSpec(factory, count, attributes, scope)
 
     def seed_fixture(request: pytest.FixtureRequest, db_session: Session) -> list[Any]:
         laid = request.node.stash[SEEDS].get(spec)

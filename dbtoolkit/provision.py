@@ -2,7 +2,8 @@
 
 ``provision`` is what the session fixtures (or, under xdist, the controller for all
 workers) enter: it yields the server and the name of the template database that
-Alembic brought to head, and on exit removes what it created.
+Alembic brought to head and ``leaks.install`` watches, and on exit removes what it
+created.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from port_for import get_port
 from pytest_postgresql.config import PostgreSQLConfig
 
-from dbtoolkit import cache, schema
+from dbtoolkit import cache, leaks, schema
 from dbtoolkit.errors import ServerError
 from dbtoolkit.server import (
     LocalServer,
@@ -63,6 +64,7 @@ def _template_on_existing_server(server: Server, settings: Settings, run: str) -
         name = f"{schema.PREFIX}{run}_tmpl"
         url = stack.enter_context(schema.created_database(admin, name, run=run))
         schema.upgrade_to_head(settings.alembic(url))
+        leaks.install(url)
         yield name
 
 
@@ -97,6 +99,7 @@ def _local_server_and_template(
         schema.create_database(local.server.url(), LOCAL_TEMPLATE, run=run)
         template_url = local.server.url(LOCAL_TEMPLATE)
         schema.upgrade_to_head(settings.alembic(template_url))
+        leaks.install(template_url)
         if cache_root is not None:
             local.save_on_stop(cache.destination(cache_root, key))
         yield local.server, LOCAL_TEMPLATE

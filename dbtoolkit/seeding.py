@@ -120,6 +120,10 @@ def set_sequences(factories: Iterable[FactoryClass], values: Mapping[FactoryClas
         factory_class.reset_sequence(values.get(factory_class), force=True)
 
 
+# How long a seed's layer may stay laid, widest first: wider layers lie below.
+SCOPES = ("session", "module", "function")
+
+
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per seed() call
 class SeedSpec:
     """What a seed fixture lays: ``count`` rows from ``factory`` with ``attributes``."""
@@ -127,6 +131,7 @@ class SeedSpec:
     factory: FactoryClass
     count: int
     attributes: Mapping[str, Any]
+    scope: str = "function"
 
 
 @dataclass(frozen=True)

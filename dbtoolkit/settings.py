@@ -22,8 +22,8 @@ from sqlalchemy.exc import ArgumentError
 from dbtoolkit.errors import ConfigError
 from dbtoolkit.schema import alembic_config
 
-Source = Literal["cli", "env", "ini", "default"]
-Kind = Literal["str", "list", "int", "bool"]
+Source = Literal["cli", "env", "ini", "default", "url"]
+Kind = Literal["str", "list", "int", "bool", "choice"]
 
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
@@ -36,6 +36,7 @@ class Option:
     help: str
     default: str
     kind: Kind = "str"
+    choices: tuple[str, ...] = ()
 
     @property
     def cli(self) -> str:
@@ -52,6 +53,8 @@ class Option:
         """The environment variable."""
         return "DBTOOLKIT_" + self.name.upper()
 
+
+DRIVERS = ("psycopg2", "psycopg")
 
 OPTIONS = (
     Option("alembic_ini", "Path of the alembic.ini that migrates the test database", "alembic.ini"),
@@ -92,6 +95,29 @@ OPTIONS = (
         "false",
         "bool",
     ),
+    Option(
+        "driver",
+        "DBAPI driver of the engine the tests use: psycopg2, or psycopg (version 3); "
+        "by default the one a --dbtoolkit-url names, else psycopg2",
+        "psycopg2",
+        "choice",
+        DRIVERS,
+    ),
+    Option(
+        "async_driver",
+        "Driver of the AsyncEngine under async_db_session: asyncpg, or psycopg (version 3)",
+        "asyncpg",
+        "choice",
+        ("asyncpg", "psycopg"),
+    ),
+    Option(
+        "leaks",
+        "What to do when rows were committed outside the test's transaction while it ran: "
+        "fail the test at teardown, warn, or not check",
+        "fail",
+        "choice",
+        ("fail", "warn", "off"),
+    ),
 )
 
 
@@ -106,11 +132,24 @@ class Settings:
     url: URL | None
     database: str | None
     allow_nontest_database: bool
+    driver: str
+    async_driver: str
+    leaks: str
     sources: Mapping[str, Source]
 
     def alembic(self, url: URL | None = None) -> Config:
         """The Alembic configuration these settings name, pointed at ``url`` when given."""
         return alembic_config(self.alembic_ini, url, script_location=self.script_location)
+
+    @property
+    def dbapi_name(self) -> str:
+        """SQLAlchemy's driver name for the ``driver`` setting, e.g. ``postgresql+psycopg``."""
+        return f"postgresql+{self.driver}"
+
+    @property
+    def async_dbapi_name(self) -> str:
+        """SQLAlchemy's driver name for ``async_driver``, e.g. ``postgresql+asyncpg``."""
+        return f"postgresql+{self.async_driver}"
 
     def describe(self, name: str) -> str:
         """Return ``value (from source)`` for the header; a URL's password is masked."""
@@ -184,8 +223,19 @@ def resolve(config: pytest.Config) -> Settings:
         url=parsed_url.set(drivername="postgresql+psycopg2") if parsed_url else None,
         database=values["database"] or None,
         allow_nontest_database=values["allow_nontest_database"],
+        driver=_driver(values["driver"], sources, parsed_url),
+        async_driver=values["async_driver"],
+        leaks=values["leaks"],
         sources=sources,
     )
+
+
+def _driver(driver: str, sources: dict[str, Source], url: URL | None) -> str:
+    """The driver setting, or by default the one ``url`` names (``postgresql+psycopg``)."""
+    if sources["driver"] == "default" and url is not None and url.get_driver_name() in DRIVERS:
+        sources["driver"] = "url"
+        return url.get_driver_name()
+    return driver
 
 
 def _convert(option: Option, value: str | list[str], source: Source) -> Any:
@@ -211,4 +261,9 @@ def _convert(option: Option, value: str | list[str], source: Source) -> Any:
                 f"dbtoolkit {option.name} must be true or false, got {text!r} (from {source}); "
                 + fix
             ) from None
-    return text
+    if option.kind == "choice" and text.lower() not in option.choices:
+        raise ConfigError(
+            f"dbtoolkit {option.name} must be one of {', '.join(option.choices)}, got {text!r} "
+            f"(from {source}); " + fix
+        )
+    return text.lower() if option.kind == "choice" else text

@@ -153,9 +153,11 @@ def catalog_project(
     ``settings`` are the dbtoolkit lines of the ini; ``second_revision`` is one
     statement run at the end of revision bbb2's upgrade.
     """
-    pytester.makeini(
-        "[pytest]\npythonpath = .\nfilterwarnings = error\n" + textwrap.dedent(settings)
-    )
+    ini = "[pytest]\npythonpath = .\nfilterwarnings = error\n"
+    if "asyncio_default_fixture_loop_scope" not in settings:
+        # pytest-asyncio (dbtoolkit's async extra) warns without it, an error here.
+        ini += "asyncio_default_fixture_loop_scope = function\n"
+    pytester.makeini(ini + textwrap.dedent(settings))
     pytester.makefile(".ini", alembic=ALEMBIC_INI)
     pytester.makepyfile(
         catalog_models=CATALOG_MODELS,

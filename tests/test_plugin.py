@@ -214,15 +214,21 @@ SEED_INI = CATALOG_SETTINGS + "dbtoolkit_seed = 3\n"
             {"DBTOOLKIT_SEED": "5"},
             ("--dbtoolkit-seed=7", "--dbtoolkit-factories=catalog_factories"),
             "schema {path}/alembic.ini (from ini), head bbb2; "
-            "factories catalog_factories (from cli), 2 bound; seed 7 (from cli)",
+            "factories catalog_factories (from cli), 2 bound; seed 7 (from cli); "
+            "leaks fail (from default); driver psycopg2 (from default)",
             id="cli-beats-env-and-ini",
         ),
         pytest.param(
             SEED_INI,
-            {"DBTOOLKIT_SEED": "5", "DBTOOLKIT_ALEMBIC_INI": "alembic.ini"},
-            (),
+            {
+                "DBTOOLKIT_SEED": "5",
+                "DBTOOLKIT_ALEMBIC_INI": "alembic.ini",
+                "DBTOOLKIT_DRIVER": "psycopg",
+            },
+            ("--dbtoolkit-leaks=WARN",),
             "schema {path}/alembic.ini (from env), head bbb2; "
-            "factories catalog_factories (from ini), 2 bound; seed 5 (from env)",
+            "factories catalog_factories (from ini), 2 bound; seed 5 (from env); "
+            "leaks warn (from cli); driver psycopg (from env)",
             id="env-beats-ini",
         ),
         pytest.param(
@@ -230,7 +236,8 @@ SEED_INI = CATALOG_SETTINGS + "dbtoolkit_seed = 3\n"
             {},
             (),
             "schema {path}/alembic.ini (from default), head bbb2; "
-            "factories none (from default), 0 bound; seed 0 (from default)",
+            "factories none (from default), 0 bound; seed 0 (from default); "
+            "leaks fail (from default); driver psycopg2 (from default)",
             id="defaults",
         ),
     ],
@@ -379,7 +386,8 @@ def test_a_failing_test_reports_its_seed_and_reproduces_its_data(
     seed_line = (
         f"Faker/factory_boy seed of this test: {seed} (derived from its node id and "
         "--dbtoolkit-seed; its fixtures draw from it, its body from the seed + 1, on every "
-        "run and in any order)"
+        "run and in any order); rerun it with the same data: "
+        "pytest 'test_seeded.py::test_fails_with_data' --dbtoolkit-seed=0"
     )
     data = []
     for args in [(), ("--reverse",)]:
@@ -390,6 +398,10 @@ def test_a_failing_test_reports_its_seed_and_reproduces_its_data(
         data.append([line for line in result.outlines if line.startswith("data: ")])
     assert len(data[0]) == 1
     assert data[0] == data[1]
+    # The command the report gives reruns the test alone, with the same data.
+    alone = run(pytester, "test_seeded.py::test_fails_with_data", "--dbtoolkit-seed=0")
+    alone.assert_outcomes(failed=1)
+    assert [line for line in alone.outlines if line.startswith("data: ")] == data[0]
 
 
 def test_a_raw_commit_fails_the_test_and_the_next_test_starts_clean(pytester: pytest.Pytester):

@@ -102,7 +102,12 @@ def test_a_flush_of_many_rows_is_one_query(db_session, assert_num_queries):
 
 def test_an_executemany_counts_each_batch_the_cursor_runs(db_session, assert_num_queries):
     rows = [{"name": f"Batch {n}", "slug": f"batch-{n}"} for n in range(3)]
-    statement = insert(Organization.__table__).execution_options(insertmanyvalues_page_size=2)
+    # With RETURNING, every driver sends the rows in "insertmanyvalues" batches of 2.
+    statement = (
+        insert(Organization.__table__)
+        .returning(Organization.id)
+        .execution_options(insertmanyvalues_page_size=2)
+    )
     with assert_num_queries(2):
         db_session.connection().execute(statement, rows)
     assert db_session.scalar(select(func.count()).where(Organization.slug.like("batch-%"))) == 3
