@@ -11,7 +11,7 @@ import dataclasses
 import itertools
 import uuid
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from types import SimpleNamespace
 from typing import Any
@@ -20,9 +20,11 @@ import pytest
 from pytest_postgresql.config import PostgreSQLConfig, get_config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
-from dbtoolkit import errors, queries, schema, seeding
+from dbtoolkit import aio, errors, queries, schema, seeding
 from dbtoolkit.errors import ConfigError, DbtoolkitError, LeakError, LeakWarning
 from dbtoolkit.isolation import SharedConnection, joined
 from dbtoolkit.leaks import LeakWatch, describe
@@ -538,3 +540,77 @@ def assert_max_num_queries(db_session: Session) -> queries.QueryAssertion:
         return queries.assert_max_num_queries(count, db_session if bind is None else bind)
 
     return check
+
+
+# --- Async: AsyncSession tests, with pytest-asyncio (the "async" extra) ---------------
+
+try:
+    import pytest_asyncio
+except ImportError:  # without the extra, there are no async fixtures
+    pytest_asyncio = None  # type: ignore[assignment]
+
+ASYNC_EXTRA = (
+    "async fixtures need SQLAlchemy's asyncio support, asyncpg and pytest-asyncio; "
+    'install them with pip install "dbtoolkit[async]"'
+)
+
+if pytest_asyncio is not None:
+
+    @pytest_asyncio.fixture
+    async def async_db_session(
+        request: pytest.FixtureRequest, dbtoolkit_database: URL, dbtoolkit_settings: Settings
+    ) -> AsyncIterator[AsyncSession]:
+        """An AsyncSession whose every change is rolled back after the test, even commits.
+
+        Function scope, in the event loop pytest-asyncio gives function-scoped
+        fixtures (``asyncio_default_fixture_loop_scope``): run the test in that loop.
+        It has its own connection (driver: the ``async_driver`` setting, asyncpg by
+        default), opened and closed in that loop, so no connection crosses loops.
+        ``create_async`` and ``create_batch_async`` create through it.
+        """
+        url = dbtoolkit_database.set(drivername=dbtoolkit_settings.async_dbapi_name)
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with aio.isolated_async_session(engine) as session:
+                with aio.activate(session):
+                    yield session
+        finally:
+            await engine.dispose()
+
+    @pytest_asyncio.fixture
+    async def async_db_bind(async_db_session: AsyncSession) -> AsyncIterator[Callable[..., None]]:
+        """``db_bind`` for async code: ``async_db_bind(async_sessionmaker)``, function scope.
+
+        The application's ``async_sessionmaker`` (or ``async_scoped_session``) opens
+        its sessions on the test's connection, in SAVEPOINTs, until the test ends.
+        """
+        with ExitStack() as stack:
+
+            def bind(*makers: Any) -> None:
+                connection = async_db_session.bind
+                assert connection is not None
+                stack.enter_context(joined(connection, *makers))
+
+            yield bind
+
+
+def async_seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Any:
+    """Return a function-scoped async fixture that yields ``count`` objects from ``factory``.
+
+    The async counterpart of ``seed``: the rows are created through async_db_session
+    with ``create_batch_async`` and committed into its outer transaction, so a
+    ``rollback()`` in the test keeps them::
+
+        async_seeded_users = async_seed(UserFactory, 5)
+    """
+    if pytest_asyncio is None:
+        raise ConfigError(ASYNC_EXTRA)
+
+    async def seed_fixture(async_db_session: AsyncSession) -> list[Any]:
+        objects = await aio.create_batch_async(
+            factory, count, session=async_db_session, **attributes
+        )
+        await async_db_session.commit()
+        return objects
+
+    return pytest_asyncio.fixture(seed_fixture)

@@ -1,0 +1,737 @@
+"""The isolation promises of async_db_session, its factories, async_db_bind, loops and drivers.
+
+As in test_isolation.py, every test here must hold whatever order the tests run in
+(forward, reversed, random, spread over xdist workers): the tests that change the
+database are parametrized so that several copies run, and each copy first checks
+that it starts from exactly the template plus its own async seed rows, then leaves
+changes behind that the next copy would see if isolation were broken. Ids are never
+compared: sequences do not roll back. Objects are not touched after a rollback (that
+expires them, and an async session cannot load lazily): the rows are queried instead.
+
+The inner runs at the end show the loop-scope rule (the test runs in the loop of
+function-scoped fixtures) and the drivers from a project's own point of view.
+"""
+
+import asyncio
+
+import async_service
+import pytest
+import pytest_asyncio
+from catalog import CATALOG_SETTINGS, catalog_project, run
+from sqlalchemy import delete, event, func, insert, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from dbtoolkit.aio import (
+    create_async,
+    create_batch_async,
+    current_async_session,
+    isolated_async_session,
+)
+from dbtoolkit.errors import NoSessionError
+from dbtoolkit.isolation import joined
+from dbtoolkit.models import Organization, Project, User
+from dbtoolkit.plugin import async_seed
+from factories import ProjectFactory, UserFactory
+
+SCHEMA_TABLES = {"alembic_version", "organizations", "projects", "users"}
+USER_COLUMNS = {"id", "name", "email", "active", "created_at", "organization_id"}
+TEMPLATE = (SCHEMA_TABLES, USER_COLUMNS)
+NOTHING = {"User": 0, "Organization": 0, "Project": 0}
+LEAKED_EMAIL = "leaked.user@example.com"
+LEAKED_NAME = "Leaked Name"
+LEAKED_TABLE = "leaked_table"
+LEAKED_COLUMN = "leaked_column"
+NEW_NAME = "Grace Hopper"
+NEW_EMAIL = "grace.hopper@example.com"
+ADMIN_NAME = "Ada Admin"
+NO_SESSION = (
+    "an async factory helper ran outside an async database test; request the "
+    "async_db_session fixture in this test, or pass session="
+)
+RUNS = range(3)
+
+async_seeded_users = async_seed(UserFactory, 5)
+
+# The service's maker as the service defined it, before any test bound it.
+SESSION_LOCAL_KW = dict(async_service.SessionLocal.kw)
+
+
+@event.listens_for(async_service.engine.sync_engine, "connect")
+def _refuse(*args: object) -> None:
+    raise AssertionError("the service connected its own engine: its maker was not bound")
+
+
+async def count(connectable, model) -> int:
+    return await connectable.scalar(select(func.count()).select_from(model))
+
+
+async def counts(connectable) -> dict[str, int]:
+    return {
+        model.__name__: await count(connectable, model) for model in (User, Organization, Project)
+    }
+
+
+async def emails(connectable) -> set[str]:
+    return set(await connectable.scalars(select(User.email)))
+
+
+async def users(connectable) -> set[tuple[str, str, bool]]:
+    """Each user's email, name and whether active."""
+    return set((await connectable.execute(select(User.email, User.name, User.active))).all())
+
+
+def _schema(connection) -> tuple[set[str], set[str]]:
+    inspector = inspect(connection)
+    return set(inspector.get_table_names()), {c["name"] for c in inspector.get_columns("users")}
+
+
+async def schema_of(connection: AsyncConnection) -> tuple[set[str], set[str]]:
+    """Return the table names and the columns of users, as the catalog says now."""
+    return await connection.run_sync(_schema)
+
+
+async def seen_elsewhere(session: AsyncSession) -> tuple[tuple[set[str], set[str]], dict[str, int]]:
+    """The schema and the row counts that an AsyncEngine of its own sees on the test database."""
+    other = create_async_engine(session.bind.engine.url, poolclass=NullPool)
+    try:
+        async with other.connect() as connection:
+            return await schema_of(connection), await counts(connection)
+    finally:
+        await other.dispose()
+
+
+async def assert_starts_from_the_seed(session: AsyncSession, seeded: list[User]) -> None:
+    """Exactly the template plus the 5 async seed users, untouched, and nothing elsewhere."""
+    assert await users(session) == {(user.email, user.name, True) for user in seeded}
+    assert await counts(session) == {"User": 5, "Organization": 5, "Project": 0}
+    assert await schema_of(await session.connection()) == TEMPLATE
+    assert await seen_elsewhere(session) == (TEMPLATE, NOTHING)
+
+
+# (g) Nothing an async test did persists: checked by the sync engine's own connection.
+# This copy sits first in the file and its twin last, so that in every order some copy
+# runs after the tests below have committed, failed and run DDL.
+def assert_nothing_persisted(engine) -> None:
+    with engine.connect() as connection:
+        assert _schema(connection) == TEMPLATE
+        assert {
+            model.__name__: connection.scalar(select(func.count()).select_from(model))
+            for model in (User, Organization, Project)
+        } == NOTHING
+
+
+def test_a_fresh_connection_sees_an_empty_migrated_database_first(engine):
+    assert_nothing_persisted(engine)
+
+
+# (a) Committed rows do not reach the next test.
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("change", ["insert", "update", "delete", "raw_sql"])
+async def test_what_an_async_test_commits_is_gone_in_the_next_test(
+    async_db_session, async_seeded_users, change, run
+):
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+
+    if change == "insert":
+        await create_async(UserFactory, email=LEAKED_EMAIL)
+        expected = 6
+    elif change == "update":
+        await async_db_session.execute(update(User).values(name=LEAKED_NAME, active=False))
+        expected = 5
+    elif change == "delete":
+        await async_db_session.execute(delete(User))
+        await async_db_session.execute(delete(Organization))
+        expected = 0
+    else:
+        org_id = await async_db_session.scalar(
+            insert(Organization).values(name="Raw Corp", slug="raw-corp").returning(Organization.id)
+        )
+        await async_db_session.execute(
+            text("INSERT INTO users (name, email, organization_id) VALUES (:name, :email, :org)"),
+            {"name": LEAKED_NAME, "email": LEAKED_EMAIL, "org": org_id},
+        )
+        expected = 6
+    await async_db_session.commit()
+
+    assert await count(async_db_session, User) == expected
+    if change == "update":
+        assert set(await async_db_session.scalars(select(User.name))) == {LEAKED_NAME}
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_what_an_async_test_without_seeds_commits_is_gone_in_the_next_test(
+    async_db_session, run
+):
+    assert await counts(async_db_session) == NOTHING
+    projects = await create_batch_async(ProjectFactory, 2)
+    await async_db_session.commit()
+    assert all(project.owner.organization.id is not None for project in projects)
+    assert await counts(async_db_session) == {"User": 2, "Organization": 2, "Project": 2}
+
+
+# (b) rollback() returns to what the async seed committed, not to an empty database.
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_rollback_returns_to_the_async_seed_and_the_test_goes_on(
+    async_db_session, async_seeded_users, run
+):
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+    before = await users(async_db_session)
+    first = async_seeded_users[0]
+
+    await create_batch_async(UserFactory, 3)
+    first.name = LEAKED_NAME
+    await async_db_session.delete(async_seeded_users[1])
+    await async_db_session.flush()
+    assert await count(async_db_session, User) == 7
+
+    await async_db_session.rollback()
+
+    assert await users(async_db_session) == before
+    await async_db_session.refresh(first)
+    assert first.name != LEAKED_NAME
+    # What the test commits after its rollback is kept in it, and gone in the next one.
+    await create_async(UserFactory, email=LEAKED_EMAIL)
+    await async_db_session.commit()
+    assert await count(async_db_session, User) == 6
+
+
+@pytest.mark.asyncio
+async def test_rollback_keeps_what_the_async_test_itself_committed(
+    async_db_session, async_seeded_users
+):
+    kept = (await create_async(UserFactory)).email
+    await async_db_session.commit()
+    dropped = (await create_async(UserFactory)).email
+
+    await async_db_session.rollback()
+
+    assert await count(async_db_session, User) == 6
+    assert kept in await emails(async_db_session)
+    assert dropped not in await emails(async_db_session)
+
+
+# (c) A failed statement is recovered from with rollback(), and the session keeps working.
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_duplicate_email_can_be_rolled_back_and_the_async_session_keeps_working(
+    async_db_session, async_seeded_users, run
+):
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+    seed_emails = {user.email for user in async_seeded_users}
+    uncommitted = (await create_async(UserFactory)).email
+    async_db_session.add(User(name="Dupli Cate", email=async_seeded_users[0].email))
+    with pytest.raises(IntegrityError) as excinfo:
+        await async_db_session.flush()
+    assert "users_email_key" in str(excinfo.value.orig)
+
+    await async_db_session.rollback()
+
+    assert await emails(async_db_session) == seed_emails
+    assert uncommitted not in await emails(async_db_session)
+    newcomer = (await create_async(UserFactory, email=LEAKED_EMAIL)).email
+    await async_db_session.commit()
+    assert await emails(async_db_session) == seed_emails | {newcomer}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_an_async_test_that_ends_inside_a_failed_statement_leaves_nothing_behind(
+    async_db_session, async_seeded_users, run
+):
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+    await create_async(UserFactory, email=LEAKED_EMAIL)
+    await async_db_session.commit()
+    async_db_session.add(User(name="Dupli Cate", email=LEAKED_EMAIL))
+    with pytest.raises(IntegrityError):
+        await async_db_session.flush()
+    # No rollback: the test ends with the session in a failed transaction.
+
+
+# (d) Savepoints nest: an inner rollback keeps the outer changes.
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_inner_async_savepoint_rollback_keeps_the_outer_changes(
+    async_db_session, async_seeded_users, run
+):
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+    outer = (await create_async(UserFactory)).email
+
+    async with async_db_session.begin_nested() as savepoint:
+        inner = (await create_async(UserFactory)).email
+        await async_db_session.execute(update(User).values(name=LEAKED_NAME))
+        assert await count(async_db_session, User) == 7
+        await savepoint.rollback()
+
+    assert await count(async_db_session, User) == 6
+    assert outer in await emails(async_db_session)
+    assert inner not in await emails(async_db_session)
+    assert LEAKED_NAME not in set(await async_db_session.scalars(select(User.name)))
+    await async_db_session.commit()
+    assert outer in await emails(async_db_session)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_committed_inner_async_savepoints_are_undone_by_the_outer_rollback(
+    async_db_session, async_seeded_users, run
+):
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+    seed_emails = {user.email for user in async_seeded_users}
+    async with async_db_session.begin_nested():
+        outer = (await create_async(UserFactory)).email
+        async with async_db_session.begin_nested():
+            inner = (await create_async(UserFactory)).email
+        assert {outer, inner} <= await emails(async_db_session)
+
+    await async_db_session.rollback()
+
+    assert await emails(async_db_session) == seed_emails
+    # A committed savepoint, then a commit: kept in the test, gone in the next one.
+    async with async_db_session.begin_nested():
+        await create_async(UserFactory, email=LEAKED_EMAIL)
+    await async_db_session.commit()
+    assert await emails(async_db_session) == seed_emails | {LEAKED_EMAIL}
+
+
+# (e) DDL is undone: the next test sees neither the table nor the column.
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("ddl", ["create_table", "add_column"])
+async def test_async_ddl_is_gone_in_the_next_test(async_db_session, async_seeded_users, ddl, run):
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+
+    if ddl == "create_table":
+        await async_db_session.execute(
+            text(f"CREATE TABLE {LEAKED_TABLE} (id serial PRIMARY KEY, note text)")
+        )
+        await async_db_session.execute(
+            text(f"INSERT INTO {LEAKED_TABLE} (note) VALUES ('left behind')")
+        )
+    else:
+        await async_db_session.execute(text(f"ALTER TABLE users ADD COLUMN {LEAKED_COLUMN} text"))
+        await async_db_session.execute(text(f"UPDATE users SET {LEAKED_COLUMN} = 'left behind'"))
+    await async_db_session.commit()
+
+    # No other connection looks now: it would wait for the test's lock on the table.
+    tables, columns = await schema_of(await async_db_session.connection())
+    assert (LEAKED_TABLE in tables) == (ddl == "create_table")
+    assert (LEAKED_COLUMN in columns) == (ddl == "add_column")
+
+
+# (f) Another connection never sees the test's rows: added, flushed or committed.
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_another_connection_never_sees_the_async_tests_rows(
+    async_db_session, async_seeded_users, engine, run
+):
+    def sync_sees() -> dict[str, int]:
+        with engine.connect() as other:
+            return {
+                model.__name__: other.scalar(select(func.count()).select_from(model))
+                for model in (User, Organization, Project)
+            }
+
+    # Even the seed rows are only in the test's uncommitted outer transaction.
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+    assert sync_sees() == NOTHING
+
+    async_db_session.add(UserFactory.build(email=LEAKED_EMAIL))
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+    await async_db_session.flush()
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+    await async_db_session.commit()
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+    await async_db_session.execute(
+        text("INSERT INTO users (name, email) VALUES ('Raw Row', 'raw.row@example.com')")
+    )
+    await async_db_session.commit()
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+    assert sync_sees() == NOTHING
+
+    assert await count(async_db_session, User) == 7
+    assert {LEAKED_EMAIL, "raw.row@example.com"} <= await emails(async_db_session)
+
+
+# --- Async factories: through the active session, or the one passed ------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_create_async_creates_the_user_and_its_organization_in_the_active_session(
+    async_db_session, run
+):
+    assert await counts(async_db_session) == NOTHING
+    assert current_async_session() is async_db_session
+
+    user = await create_async(UserFactory, name="Ada")
+
+    assert user in async_db_session
+    assert user.organization in async_db_session
+    assert None not in (user.id, user.organization_id, user.organization.id)
+    assert user.organization_id == user.organization.id
+    row = (
+        await async_db_session.execute(select(User.name, User.email).where(User.id == user.id))
+    ).one()
+    assert tuple(row) == ("Ada", user.email)
+    assert await counts(async_db_session) == {"User": 1, "Organization": 1, "Project": 0}
+    await async_db_session.commit()
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_create_batch_async_creates_users_each_with_an_organization(
+    async_db_session, async_seeded_users, run
+):
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+
+    batch = await create_batch_async(UserFactory, 3)
+
+    assert len(batch) == 3
+    assert all(user in async_db_session for user in batch)
+    assert len({user.id for user in batch}) == 3
+    assert None not in {user.id for user in batch}
+    assert len({user.organization.id for user in batch}) == 3
+    assert {user.organization_id for user in batch} == {user.organization.id for user in batch}
+    assert await emails(async_db_session) >= {user.email for user in batch}
+    await async_db_session.commit()
+    assert await counts(async_db_session) == {"User": 8, "Organization": 8, "Project": 0}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_the_async_factories_create_through_the_session_passed(
+    async_db_session, async_seeded_users, run
+):
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+    other_engine = create_async_engine(async_db_session.bind.engine.url, poolclass=NullPool)
+    try:
+        async with isolated_async_session(other_engine) as other:
+            one = await create_async(UserFactory, session=other, name="Ada")
+            batch = await create_batch_async(UserFactory, 2, session=other)
+            await other.commit()
+
+            assert all(user in other for user in (one, *batch))
+            assert not any(user in async_db_session for user in (one, *batch))
+            assert await counts(other) == {"User": 3, "Organization": 3, "Project": 0}
+            assert await count(async_db_session, User) == 5
+            assert current_async_session() is async_db_session
+    finally:
+        await other_engine.dispose()
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+
+
+def test_the_async_factories_outside_an_async_test_raise_no_session_error():
+    # A sync test: no async_db_session (it could not request one), so no active session.
+    with pytest.raises(NoSessionError) as excinfo:
+        asyncio.run(create_batch_async(UserFactory, 3))
+    assert str(excinfo.value) == NO_SESSION
+    with pytest.raises(NoSessionError, match=r"^an async factory helper ran outside"):
+        asyncio.run(create_async(UserFactory, name="Ada"))
+    with pytest.raises(NoSessionError):
+        current_async_session()
+
+
+# --- The application's async service joins the test: async_db_bind and joined --------
+
+
+def assert_the_service_as_defined() -> None:
+    assert async_service.SessionLocal.kw == SESSION_LOCAL_KW
+    assert async_service.SessionLocal.kw["bind"] is async_service.engine
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_what_the_async_service_commits_is_seen_by_the_test_and_by_no_other_connection(
+    async_db_session, async_db_bind, async_seeded_users, run
+):
+    assert_the_service_as_defined()
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+    async_db_bind(async_service.SessionLocal)
+    kept = async_seeded_users[0].email
+
+    # The service sees the test's seed, and the test sees what the service committed.
+    assert await async_service.count_users() == 5
+    user_id = await async_service.register_user(NEW_NAME, NEW_EMAIL)
+    registered = await async_db_session.get(User, user_id)
+    assert (registered.name, registered.email, registered.active) == (NEW_NAME, NEW_EMAIL, True)
+    assert await async_service.deactivate(kept) == 1
+
+    assert set(await async_db_session.scalars(select(User.email).where(~User.active))) == {kept}
+    assert await async_service.count_users() == await count(async_db_session, User) == 6
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+
+
+@pytest.mark.asyncio
+async def test_joined_binds_the_async_maker_for_the_block_and_restores_it(
+    async_db_session, async_seeded_users
+):
+    assert_the_service_as_defined()
+    connection = async_db_session.bind
+    assert isinstance(connection, AsyncConnection)
+
+    with joined(connection, async_service.SessionLocal):
+        bound = {"bind": connection, "join_transaction_mode": "create_savepoint"}
+        assert async_service.SessionLocal.kw == {**SESSION_LOCAL_KW, **bound}
+        await async_service.register_user(NEW_NAME, NEW_EMAIL)
+        assert await async_service.count_users() == 6
+
+    assert async_service.SessionLocal.kw == SESSION_LOCAL_KW
+    # What the service committed in the block stays in the test until the test ends.
+    assert NEW_EMAIL in await emails(async_db_session)
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+
+
+# --- As a FastAPI user writes it: fixtures of their own, factories, the service --------
+
+
+@pytest_asyncio.fixture
+async def admin(async_db_session: AsyncSession) -> User:
+    return await create_async(UserFactory, name=ADMIN_NAME)
+
+
+@pytest_asyncio.fixture
+async def bound_service(async_db_bind) -> None:
+    """What a FastAPI project does with its get_session dependency in its conftest."""
+    async_db_bind(async_service.SessionLocal)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_an_admin_deactivates_a_user_the_service_registered(
+    async_db_session, async_seeded_users, admin, bound_service, run
+):
+    # Exactly the seed and the admin: nothing a copy of this test committed is left.
+    assert await async_service.count_users() == 6
+    assert await emails(async_db_session) == {user.email for user in async_seeded_users} | {
+        admin.email
+    }
+    assert admin.id is not None
+
+    await async_service.register_user(NEW_NAME, NEW_EMAIL)
+    staff = await create_batch_async(UserFactory, 2, organization=admin.organization)
+    await async_db_session.commit()
+    assert await async_service.deactivate(NEW_EMAIL) == 1
+
+    assert await async_service.count_users() == 9
+    assert {user.organization_id for user in staff} == {admin.organization_id}
+    assert set(await async_db_session.scalars(select(User.email).where(~User.active))) == {
+        NEW_EMAIL
+    }
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_after_the_fastapi_style_tests_only_the_seed_is_left(
+    async_db_session, async_seeded_users, run
+):
+    assert_the_service_as_defined()
+    await assert_starts_from_the_seed(async_db_session, async_seeded_users)
+    assert ADMIN_NAME not in set(await async_db_session.scalars(select(User.name)))
+
+
+def test_a_fresh_connection_sees_an_empty_migrated_database_last(engine):
+    assert_nothing_persisted(engine)
+
+
+# --- Loop scopes: the test runs in the loop of function-scoped fixtures ---------------
+
+
+def loop_settings(scope: str) -> str:
+    """The catalog's settings with pytest-asyncio's default fixture loop scope.
+
+    Spelled out in every inner run here, the loop scope being what these runs test
+    (``catalog_project`` would otherwise add ``function``).
+    """
+    return CATALOG_SETTINGS + f"asyncio_default_fixture_loop_scope = {scope}\n"
+
+
+FUNCTION_LOOP_SETTINGS = loop_settings("function")
+
+INNER_LOOPS = """
+    import asyncio
+
+    # (test module, loop) for every async test, in the order they ran.
+    SEEN = []
+
+
+    def note(module):
+        SEEN.append((module, asyncio.get_running_loop()))
+"""
+
+INNER_ASYNC_TESTS = """
+    import pytest
+    from sqlalchemy import func, select
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    import loops
+    from catalog_factories import AuthorFactory, BookFactory
+    from catalog_models import Author, Book
+    from dbtoolkit.aio import create_async, create_batch_async
+    from dbtoolkit.plugin import async_seed
+
+    pytestmark = pytest.mark.asyncio{MARK_ARGS}
+
+    async_seeded_authors = async_seed(AuthorFactory, 3)
+
+
+    async def counts(connectable):
+        return (
+            await connectable.scalar(select(func.count()).select_from(Author)),
+            await connectable.scalar(select(func.count()).select_from(Book)),
+        )
+
+
+    async def seen_elsewhere(session):
+        other = create_async_engine(session.bind.engine.url, poolclass=NullPool)
+        try:
+            async with other.connect() as connection:
+                return await counts(connection)
+        finally:
+            await other.dispose()
+
+
+    @pytest.mark.parametrize("run", range(3))
+    async def test_a_commit_is_undone(async_db_session, async_seeded_authors, run):
+        loops.note(__name__)
+        assert await counts(async_db_session) == (3, 0)
+        await create_batch_async(BookFactory, 2)
+        await async_db_session.commit()
+        assert await counts(async_db_session) == (5, 2)
+        assert await seen_elsewhere(async_db_session) == (0, 0)
+
+
+    @pytest.mark.parametrize("run", range(2))
+    async def test_without_seeds_it_starts_empty(async_db_session, run):
+        loops.note(__name__)
+        assert await counts(async_db_session) == (0, 0)
+        await create_async(BookFactory, title="Left Behind")
+        await async_db_session.commit()
+        assert await counts(async_db_session) == (1, 1)
+        assert await seen_elsewhere(async_db_session) == (0, 0)
+"""
+
+INNER_LOOP_CHECK = """
+
+    async def test_the_tests_ran_in_the_loops_of_their_scope():
+        loops.note(__name__)
+        by_module = {}
+        for module, loop in loops.SEEN:
+            by_module.setdefault(module, set()).add(loop)
+        distinct = {loop for _, loop in loops.SEEN}
+        assert len(loops.SEEN) == 11
+        if "{SCOPE}" == "function":
+            assert len(distinct) == 11
+        elif "{SCOPE}" == "module":
+            assert [len(seen) for seen in by_module.values()] == [1, 1]
+            assert len(distinct) == 2
+        else:
+            assert len(distinct) == 1
+"""
+
+LOOP_MARK_ARGS = {
+    "function": "",
+    "module": '(loop_scope="module")',
+    "session": '(loop_scope="session")',
+}
+
+
+@pytest.mark.parametrize("scope", ["function", "module", "session"])
+def test_async_db_session_works_in_the_loop_scope_the_project_configures(
+    pytester: pytest.Pytester, scope: str
+) -> None:
+    catalog_project(pytester, settings=loop_settings(scope))
+    tests = INNER_ASYNC_TESTS.replace("{MARK_ARGS}", LOOP_MARK_ARGS[scope])
+    pytester.makepyfile(
+        loops=INNER_LOOPS,
+        test_first=tests,
+        test_second=tests + INNER_LOOP_CHECK.replace("{SCOPE}", scope),
+    )
+    result = run(pytester, "-v")
+    output = result.stdout.str() + result.stderr.str()
+    assert "attached to a different loop" not in output
+    result.assert_outcomes(passed=11)
+    result.stdout.fnmatch_lines(
+        ["*test_second.py::test_the_tests_ran_in_the_loops_of_their_scope PASSED*"]
+    )
+
+
+# --- Drivers: asyncpg by default, psycopg on request; the sync driver too -------------
+
+INNER_DRIVER_TEST = """
+    import pytest
+
+    pytestmark = pytest.mark.asyncio
+
+
+    async def test_the_async_driver_is_the_one_asked_for(async_db_session):
+        assert async_db_session.bind.dialect.driver == "{DRIVER}"
+        assert async_db_session.bind.engine.url.drivername == "postgresql+{DRIVER}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "driver"),
+    [((), "asyncpg"), (("--dbtoolkit-async-driver=psycopg",), "psycopg")],
+    ids=["default", "psycopg"],
+)
+def test_async_db_session_isolates_with_each_async_driver(
+    pytester: pytest.Pytester, args: tuple[str, ...], driver: str
+) -> None:
+    catalog_project(pytester, settings=FUNCTION_LOOP_SETTINGS)
+    pytester.makepyfile(
+        loops=INNER_LOOPS,
+        test_isolation=INNER_ASYNC_TESTS.replace("{MARK_ARGS}", ""),
+        test_driver=INNER_DRIVER_TEST.replace("{DRIVER}", driver),
+    )
+    result = run(pytester, "-v", *args)
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(
+        ["*test_driver.py::test_the_async_driver_is_the_one_asked_for PASSED*"]
+    )
+
+
+INNER_SYNC_DRIVER_TESTS = """
+    import pytest
+    from sqlalchemy import func, select
+
+    from catalog_factories import BookFactory
+    from catalog_models import Author, Book
+
+
+    def counts(connectable):
+        return (
+            connectable.scalar(select(func.count()).select_from(Author)),
+            connectable.scalar(select(func.count()).select_from(Book)),
+        )
+
+
+    def test_the_driver_is_psycopg(db_session, engine):
+        assert db_session.get_bind().dialect.driver == "psycopg"
+        assert engine.dialect.driver == "psycopg"
+
+
+    @pytest.mark.parametrize("run", range(3))
+    def test_a_commit_is_undone(db_session, engine, seeded_authors, run):
+        assert counts(db_session) == (3, 0)
+        BookFactory.create_batch(2)
+        db_session.commit()
+        assert counts(db_session) == (5, 2)
+        with engine.connect() as fresh:
+            assert counts(fresh) == (0, 0)
+"""
+
+
+def test_db_session_isolates_with_the_psycopg_driver(pytester: pytest.Pytester) -> None:
+    catalog_project(pytester, settings=FUNCTION_LOOP_SETTINGS)
+    pytester.makepyfile(test_sync_driver=INNER_SYNC_DRIVER_TESTS)
+    result = run(pytester, "-v", "--dbtoolkit-driver=psycopg")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_sync_driver.py::test_the_driver_is_psycopg PASSED*"])
