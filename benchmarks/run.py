@@ -12,7 +12,9 @@ medians and of the ratios the targets are stated in. The variants:
   test in the ``dbtoolkit`` project, where the plugin is loaded;
 - ``dbtoolkit``: ``db_session`` + ``seeded_users = seed(UserFactory, 5)``, with an
   Alembic history of 1 revision, and ``dbtoolkit33`` with one of 33 revisions; the
-  same tests with ``--dbtoolkit-leaks=off``, and marked ``isolation="database"``;
+  same tests with ``--dbtoolkit-leaks=off``, on psycopg 3, and marked
+  ``isolation="database"``; and their async form (``async_db_session`` +
+  ``async_seed(UserFactory, 5)``) on asyncpg and on psycopg 3;
 - (b) ``pgfixture``: pytest-postgresql's per-test ``postgresql`` database, cloned from a
   template Alembic migrated, and the same 5 users inserted through its cursor;
 - (c) ``naive``: the chain as the guide writes it: pytest-postgresql's ``postgresql_proc``,
@@ -200,13 +202,15 @@ DBTOOLKIT_INI = """\
 [pytest]
 dbtoolkit_alembic_ini = {alembic_ini}
 dbtoolkit_factories = bench_factories
+asyncio_default_fixture_loop_scope = function
 """
 
 DBTOOLKIT_CONFTEST = """\
 from bench_factories import UserFactory
-from dbtoolkit import seed
+from dbtoolkit import async_seed, seed
 
 seeded_users = seed(UserFactory, 5)
+async_seeded_users = async_seed(UserFactory, 5)
 """
 
 NAIVE_CONFTEST = '''\
@@ -302,6 +306,12 @@ TESTS = {
         "import pytest\n\nfrom bench_models import User\n",
         '@pytest.mark.dbtoolkit(isolation="database")\n'
         "def test_{i}(db_session, seeded_users):\n    assert db_session.query(User).count() == 5\n",
+    ),
+    "async": (
+        "import pytest\nfrom sqlalchemy import func, select\n\nfrom bench_models import User\n\n"
+        "pytestmark = pytest.mark.asyncio\n",
+        "async def test_{i}(async_db_session, async_seeded_users):\n"
+        "    assert await async_db_session.scalar(select(func.count()).select_from(User)) == 5\n",
     ),
     "cursor": (
         "",
@@ -494,8 +504,14 @@ class Runner:
         return wall, setup
 
 
+def async_count(n: int) -> int:
+    """Tests of the async suites: each opens a connection of its own, so fewer."""
+    return max(2, n // 5)
+
+
 def jobs(n: int, n_pg: int, n_xdist: int) -> list[Job]:
     """Every command of one repetition, in the order they are interleaved."""
+    n_async = async_count(n)
     return [
         Job("nodb-1", "nodb", "nodb", 1, setup=True),
         Job("nodb-N", "nodb", "nodb", n),
@@ -505,6 +521,16 @@ def jobs(n: int, n_pg: int, n_xdist: int) -> list[Job]:
         Job("dbtoolkit-N", "dbtoolkit", "orm", n, cache="warm"),
         Job("noleaks-N", "dbtoolkit", "orm", n, cache="warm", args=("--dbtoolkit-leaks=off",)),
         Job("marked-N", "dbtoolkit", "marked", n_pg, cache="warm"),
+        Job("psycopg-N", "dbtoolkit", "orm", n, cache="warm", args=("--dbtoolkit-driver=psycopg",)),
+        Job("asyncpg-N", "dbtoolkit", "async", n_async, cache="warm"),
+        Job(
+            "asyncpsycopg-N",
+            "dbtoolkit",
+            "async",
+            n_async,
+            cache="warm",
+            args=("--dbtoolkit-async-driver=psycopg",),
+        ),
         Job("dbtoolkit33-1-first", "dbtoolkit33", "orm", 1, cache="fresh", setup=True),
         Job("dbtoolkit33-1-second", "dbtoolkit33", "orm", 1, cache="warm", setup=True),
         Job("naive-1", "naive", "orm", 1, setup=True),
@@ -562,6 +588,8 @@ def rows(n: int, n_pg: int, n_xdist: int) -> list[Row]:
         return lambda r: per_test(name, count, one)(r) - nodb(r)
 
     dbtoolkit = overhead("dbtoolkit-N", n, "dbtoolkit-1-second")
+    overhead_psycopg = overhead("psycopg-N", n, "dbtoolkit-1-second")
+    n_async = async_count(n)
     naive = overhead("naive-N", n, "naive-1")
     pgfixture = overhead("pgfixture-N", n_pg, "pgfixture-1")
 
@@ -586,6 +614,17 @@ def rows(n: int, n_pg: int, n_xdist: int) -> list[Row]:
         Row(
             "dbtoolkit: of which the leak check (minus --dbtoolkit-leaks=off)",
             lambda r: (r["dbtoolkit-N"] - r["noleaks-N"]) / n,
+            "ms",
+        ),
+        Row("dbtoolkit, psycopg 3: per-test overhead over (a)", overhead_psycopg, "ms"),
+        Row(
+            f"dbtoolkit async, asyncpg: per-test overhead over (a) (N={n_async})",
+            overhead("asyncpg-N", n_async, "dbtoolkit-1-second"),
+            "ms",
+        ),
+        Row(
+            f"dbtoolkit async, psycopg 3: per-test overhead over (a) (N={n_async})",
+            overhead("asyncpsycopg-N", n_async, "dbtoolkit-1-second"),
             "ms",
         ),
         Row(

@@ -2,7 +2,7 @@
 
 from dbtoolkit.errors import DbtoolkitError
 from dbtoolkit.isolation import isolated_session
-from dbtoolkit.plugin import seed
+from dbtoolkit.plugin import async_seed, seed
 from dbtoolkit.queries import count_queries
 
-__all__ = ["DbtoolkitError", "count_queries", "isolated_session", "seed"]
+__all__ = ["DbtoolkitError", "async_seed", "count_queries", "isolated_session", "seed"]
