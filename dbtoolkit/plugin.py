@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -27,7 +28,7 @@ from sqlalchemy.pool import NullPool
 from dbtoolkit import aio, errors, queries, schema, seeding
 from dbtoolkit.errors import ConfigError, DbtoolkitError, LeakError, LeakWarning
 from dbtoolkit.isolation import SharedConnection, joined
-from dbtoolkit.leaks import LeakWatch, describe
+from dbtoolkit.leaks import LeakWatch, Write, describe
 from dbtoolkit.provision import provision
 from dbtoolkit.server import (
     Server,
@@ -117,7 +118,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Report dbtoolkit's errors as their message alone, and a failed test's seed."""
     report = yield
-    if call.excinfo is not None and call.excinfo.errisinstance(DbtoolkitError):
+    if call.excinfo is not None and call.excinfo.errisinstance((DbtoolkitError, LeakWarning)):
         report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
     if report.failed and TEST_SEED in item.stash:
         report.sections.append(
@@ -250,13 +251,16 @@ def dbtoolkit_database(
         pytestconfig.stash[RECREATE] = recreate
         if dbtoolkit_settings.leaks != "off":
             pytestconfig.stash[WATCH] = watch
-        try:
-            yield url
-        finally:
-            del pytestconfig.stash[RECREATE]
-            if WATCH in pytestconfig.stash:
-                del pytestconfig.stash[WATCH]
-            watch.close()
+        yield url
+        del pytestconfig.stash[RECREATE]
+        # The last test's teardown is under way: its leaks are checked here, before the drop.
+        writes: list[Write] = []
+        if WATCH in pytestconfig.stash:
+            del pytestconfig.stash[WATCH]
+            writes = watch.writes()
+        watch.close()
+        if writes:
+            _report_leak(pytestconfig, writes)
 
 
 @pytest.fixture(scope="session")
@@ -410,6 +414,7 @@ def db_bind(db_session: Session) -> Iterator[Callable[..., None]]:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before a test without db_session, drop the seed layers so no rows stay locked."""
+    _isolation(item)  # a bad marker is an error, with or without db_session
     shared = item.config.stash.get(CONNECTION, None)
     if shared is not None and "db_session" not in getattr(item, "fixturenames", ()):
         shared.prepare([], seeding.lay)  # type: ignore[arg-type]
@@ -417,26 +422,32 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
-    """After every test, once the test database exists, report rows committed behind its back.
+    """After every test and its fixtures' teardown, report rows committed behind its back.
 
-    The check runs before the test's fixtures are torn down (so it also covers the
-    last test of a run). Leaked rows are then removed by recreating the database from
-    the template, and the test fails at teardown, or warns with --dbtoolkit-leaks=warn.
+    Leaked rows are removed by recreating the database from the template, and the
+    test fails at teardown, or warns with --dbtoolkit-leaks=warn. After the last
+    test, ``dbtoolkit_database`` checks before it drops the database.
     """
-    watch = item.config.stash.get(WATCH, None)
-    writes = watch.writes() if watch is not None else []
-    result = yield
-    if writes:
-        shared = item.config.stash.get(CONNECTION, None)
-        if shared is not None:
-            shared.reset()
-        elif RECREATE in item.config.stash:  # after the last test, it is gone already
-            item.config.stash[RECREATE]()
-        if item.config.stash[SETTINGS].leaks == "warn":
-            warnings.warn(LeakWarning(describe(writes)), stacklevel=1)
-        else:
-            raise LeakError(describe(writes))
-    return result
+    try:
+        return (yield)
+    finally:
+        watch = item.config.stash.get(WATCH, None)
+        writes = watch.writes() if watch is not None else []
+        if writes:
+            shared = item.config.stash.get(CONNECTION, None)
+            if shared is not None:
+                shared.reset()
+            else:
+                item.config.stash[RECREATE]()
+            if sys.exc_info()[1] is None:  # else the teardown's own error is the report
+                _report_leak(item.config, writes)
+
+
+def _report_leak(config: pytest.Config, writes: list[Write]) -> None:
+    if config.stash[SETTINGS].leaks == "warn":
+        warnings.warn(LeakWarning(describe(writes)), stacklevel=1)
+    else:
+        raise LeakError(describe(writes))
 
 
 @pytest.fixture(autouse=True)

@@ -291,6 +291,60 @@ def test_leaks_warn_reports_a_warning_and_still_removes_the_rows(
     assert "LeakError" not in result.stdout.str()
 
 
+def test_leaks_warn_where_warnings_are_errors_is_one_line_too(pytester: pytest.Pytester) -> None:
+    catalog_project(pytester)  # its ini says filterwarnings = error
+    pytester.makepyfile(test_leak=LEAK_THEN_LOOK)
+    result = run(pytester, "-s", "--dbtoolkit-leaks=warn")
+    result.assert_outcomes(passed=2, errors=1)
+    lines = errors_section(result)
+    header = lines.index(sep_line(result, "ERROR at teardown of test_leaks"))
+    assert lines[header + 1] == "LeakWarning: " + LEAK.format(
+        writes="2 rows inserted into public.authors"
+    )
+    assert "Traceback" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*next test sees 0 authors:"])
+
+
+FIXTURE_TEARDOWN_TESTS = (
+    INNER_HELPERS
+    + """
+    import pytest
+
+
+    @pytest.fixture
+    def audit_log(engine):
+        yield
+        own = create_engine(engine.url)  # a fixture that commits as it is torn down
+        with own.begin() as connection:
+            connection.execute(insert(Author).values(name="Audit"))
+        own.dispose()
+
+
+    def test_with_the_fixture(db_session, audit_log):
+        pass
+
+
+    def test_unrelated(db_session, engine):
+        assert committed_authors(engine.url) == []
+
+
+    def test_last_with_the_fixture(db_session, audit_log):
+        pass
+"""
+)
+
+
+def test_a_leak_in_a_fixtures_teardown_is_blamed_on_its_test_even_the_last(
+    pytester: pytest.Pytester,
+) -> None:
+    catalog_project(pytester)
+    pytester.makepyfile(test_fixture=FIXTURE_TEARDOWN_TESTS)
+    result = run(pytester)
+    result.assert_outcomes(passed=3, errors=2)
+    for test in ("test_with_the_fixture", "test_last_with_the_fixture"):
+        assert_one_line_leak_error(result, test, "1 row inserted into public.authors")
+
+
 def test_leaks_off_in_the_ini_does_not_check_and_the_rows_stay(
     pytester: pytest.Pytester,
 ) -> None:
@@ -581,6 +635,11 @@ BAD_MARKERS = """
         pass
 
 
+    @pytest.mark.dbtoolkit(isolation="databse")
+    def test_without_db_session():
+        pass
+
+
     def test_unmarked(db_session):
         pass
 """
@@ -592,12 +651,13 @@ def test_a_bad_dbtoolkit_marker_errors_the_test_at_setup_with_one_line(
     catalog_project(pytester)
     pytester.makepyfile(test_markers=BAD_MARKERS)
     result = run(pytester)
-    result.assert_outcomes(passed=1, errors=3)
+    result.assert_outcomes(passed=1, errors=4)
     lines = errors_section(result)
     for test, got in [
         ("test_unknown_isolation", "{'isolation': 'savepoint'}"),
         ("test_positional", "('database',)"),
         ("test_unknown_argument", "{'isolation': 'database', 'keep': True}"),
+        ("test_without_db_session", "{'isolation': 'databse'}"),
     ]:
         header = lines.index(sep_line(result, f"ERROR at setup of {test}"))
         assert lines[header + 1] == (
