@@ -21,7 +21,7 @@ import pytest
 from pytest_postgresql.config import PostgreSQLConfig, get_config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -579,14 +579,24 @@ if pytest_asyncio is not None:
         default), opened and closed in that loop, so no connection crosses loops.
         ``create_async`` and ``create_batch_async`` create through it.
         """
+        engine = request.getfixturevalue("dbtoolkit_async_engine")
+        async with aio.isolated_async_session(engine) as session:
+            with aio.activate(session):
+                yield session
+
+    @pytest.fixture(scope="session")
+    def dbtoolkit_async_engine(
+        dbtoolkit_database: URL, dbtoolkit_settings: Settings
+    ) -> Iterator[AsyncEngine]:
+        """The AsyncEngine under async_db_session (session scope), without a pool.
+
+        Each test opens its connection in its own event loop and closes it there, so no
+        connection outlives a loop; the engine itself belongs to no loop.
+        """
         url = dbtoolkit_database.set(drivername=dbtoolkit_settings.async_dbapi_name)
         engine = create_async_engine(url, poolclass=NullPool)
-        try:
-            async with aio.isolated_async_session(engine) as session:
-                with aio.activate(session):
-                    yield session
-        finally:
-            await engine.dispose()
+        yield engine
+        engine.sync_engine.dispose()
 
     @pytest_asyncio.fixture
     async def async_db_bind(async_db_session: AsyncSession) -> AsyncIterator[Callable[..., None]]:
