@@ -568,9 +568,7 @@ ASYNC_EXTRA = (
 if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture
-    async def async_db_session(
-        request: pytest.FixtureRequest, dbtoolkit_database: URL, dbtoolkit_settings: Settings
-    ) -> AsyncIterator[AsyncSession]:
+    async def async_db_session(dbtoolkit_async_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
         """An AsyncSession whose every change is rolled back after the test, even commits.
 
         Function scope, in the event loop pytest-asyncio gives function-scoped
@@ -579,8 +577,7 @@ if pytest_asyncio is not None:
         default), opened and closed in that loop, so no connection crosses loops.
         ``create_async`` and ``create_batch_async`` create through it.
         """
-        engine = request.getfixturevalue("dbtoolkit_async_engine")
-        async with aio.isolated_async_session(engine) as session:
+        async with aio.isolated_async_session(dbtoolkit_async_engine) as session:
             with aio.activate(session):
                 yield session
 
