@@ -16,7 +16,8 @@ the database driver's cursor executes, seen through SQLAlchemy's
   ``ROLLBACK`` go through the driver's connection, not a cursor, and are not seen.
 
 Counting on an Engine sees every connection of that Engine; counting on a Connection
-sees that connection alone.
+sees that connection alone. The async objects (``AsyncSession``, ``AsyncEngine``,
+``AsyncConnection``) are counted through the sync objects they wrap.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-Bind = Engine | Connection | Session
+Bind = Engine | Connection | Session | AsyncEngine | AsyncConnection | AsyncSession
 
 _TRANSACTION_CONTROL = re.compile(
     r"\s*(SAVEPOINT|RELEASE\s+SAVEPOINT|ROLLBACK\s+TO\s+SAVEPOINT)\b", re.IGNORECASE
@@ -151,12 +153,19 @@ class _Assertion(AbstractContextManager[Queries]):
 
 
 def _target(bind: Bind) -> Engine | Connection:
+    if isinstance(bind, AsyncSession):
+        return _target(bind.sync_session)
+    if isinstance(bind, AsyncEngine):
+        return bind.sync_engine
+    if isinstance(bind, AsyncConnection) and bind.sync_connection is not None:
+        return bind.sync_connection
     if isinstance(bind, Session):
         return bind.get_bind()
     if isinstance(bind, Engine | Connection):
         return bind
     raise TypeError(
-        "count queries on a SQLAlchemy Engine, Connection or Session, "
+        "count queries on a SQLAlchemy Engine, Connection or Session (or a started async "
+        "one), "
         f"got {type(bind).__name__} {bind!r}"
     )
 

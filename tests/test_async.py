@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from dbtoolkit import count_queries
 from dbtoolkit.aio import (
     create_async,
     create_batch_async,
@@ -436,6 +437,21 @@ def test_the_async_factories_outside_an_async_test_raise_no_session_error():
         asyncio.run(create_async(UserFactory, name="Ada"))
     with pytest.raises(NoSessionError):
         current_async_session()
+
+
+@pytest.mark.asyncio
+async def test_count_queries_counts_what_an_async_session_runs(
+    async_db_session, async_seeded_users
+):
+    with count_queries(async_db_session) as counted:
+        users = (await async_db_session.scalars(select(User))).all()
+        await async_db_session.commit()  # its SAVEPOINT statements are not counted
+        await async_db_session.scalar(select(func.count()).select_from(User))
+    assert len(users) == 5
+    assert [statement.split()[0] for statement in counted.statements] == ["SELECT", "SELECT"]
+    with count_queries(async_db_session.bind) as on_connection:
+        await async_db_session.execute(text("SELECT 1"))
+    assert on_connection.statements == ["SELECT 1"]
 
 
 # --- The application's async service joins the test: async_db_bind and joined --------

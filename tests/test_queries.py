@@ -223,7 +223,8 @@ def test_something_else_than_an_engine_connection_or_session_is_refused():
     with pytest.raises(TypeError) as failure, count_queries("postgresql://"):
         pass
     assert str(failure.value) == (
-        "count queries on a SQLAlchemy Engine, Connection or Session, got str 'postgresql://'"
+        "count queries on a SQLAlchemy Engine, Connection or Session (or a started async "
+        "one), got str 'postgresql://'"
     )
 
 
