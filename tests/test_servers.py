@@ -471,6 +471,25 @@ def test_a_server_stopped_right_after_it_started_leaves_no_complaint(capfd, pyte
     assert capfd.readouterr().err == ""
 
 
+def test_a_stopped_servers_saved_data_directory_was_shut_down_cleanly(tmp_path, pytestconfig):
+    # The stop no longer waits through pg_ctl's 100 ms steps: it must still wait for the
+    # shutdown to finish before the data directory is saved.
+    pg_ctl = find_pg_ctl(postgresql_config(pytestconfig))
+    with running_server(
+        pg_ctl, host="127.0.0.1", port=select_random(), user="postgres", password=None
+    ) as local:
+        local.save_on_stop(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "data" / "postmaster.pid").exists()
+    control = subprocess.run(
+        [str(Path(pg_ctl).with_name("pg_controldata")), str(tmp_path / "saved" / "data")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LC_ALL": "C"},
+    ).stdout
+    assert "Database cluster state:               shut down\n" in control
+
+
 def test_a_started_server_carries_no_mirakuru_mark(dbtoolkit_server, dbtoolkit_settings, engine):
     # Any process that imported mirakuru SIGKILLs, when it exits, the processes whose
     # mirakuru_uuid contains its pid: an inner pytest run killed the outer server.
