@@ -540,6 +540,8 @@ def jobs(n: int, n_pg: int, n_xdist: int) -> list[Job]:
         Job("pgfixture-N", "pgfixture", "cursor", n_pg),
         Job("xdist-n0", "dbtoolkit", "orm", n_xdist, cache="warm", args=("-n", "0")),
         Job("xdist-n2", "dbtoolkit", "orm", n_xdist, cache="warm", args=("-n", "2")),
+        Job("xdist-nodb-n0", "nodb", "nodb", n_xdist, args=("-n", "0")),
+        Job("xdist-nodb-n2", "nodb", "nodb", n_xdist, args=("-n", "2")),
     ]
 
 
@@ -647,6 +649,8 @@ def rows(n: int, n_pg: int, n_xdist: int) -> list[Row]:
         Row("dbtoolkit: whole process, 1 test, second run", lambda r: r["dbtoolkit-1-second"], "s"),
         Row(f"dbtoolkit: {n_xdist} tests, -n 0", lambda r: r["xdist-n0"], "s"),
         Row(f"dbtoolkit: {n_xdist} tests, -n 2", lambda r: r["xdist-n2"], "s"),
+        Row(f"(a) no database: {n_xdist} tests, -n 0", lambda r: r["xdist-nodb-n0"], "s"),
+        Row(f"(a) no database: {n_xdist} tests, -n 2", lambda r: r["xdist-nodb-n2"], "s"),
         Row(
             "**dbtoolkit per-test overhead / (c)'s**",
             lambda r: dbtoolkit(r) / naive(r),
@@ -687,6 +691,11 @@ def rows(n: int, n_pg: int, n_xdist: int) -> list[Row]:
             ratio("xdist-n0", "xdist-n2"),
             "x",
             (">=", 1.7),
+        ),
+        Row(
+            f"same, (a) without a database: what xdist itself gives here ({n_xdist} tests)",
+            ratio("xdist-nodb-n0", "xdist-nodb-n2"),
+            "x",
         ),
     ]
 
