@@ -451,9 +451,9 @@ def _report_leak(config: pytest.Config, writes: list[Write]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _dbtoolkit_reseed(request: pytest.FixtureRequest, dbtoolkit_settings: Settings) -> None:
+def _dbtoolkit_reseed(request: pytest.FixtureRequest) -> None:
     """Seed Faker and factory_boy from the test's node id before its fixtures run."""
-    seed = seeding.seed_for(dbtoolkit_settings.seed, request.node.nodeid)
+    seed = seeding.seed_for(request.config.stash[SETTINGS].seed, request.node.nodeid)
     request.node.stash[TEST_SEED] = seed
     seeding.reseed(seed)
     factories = request.config.stash[FACTORIES]

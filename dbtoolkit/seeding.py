@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import factory.random
+import faker.generator
 from factory.alchemy import SQLAlchemyModelFactory
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -98,8 +99,14 @@ def seed_for(base: int, nodeid: str) -> int:
 
 
 def reseed(seed: int) -> None:
-    """Seed Faker and factory_boy's random generator."""
-    factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
+    """Seed Faker and factory_boy's random generator.
+
+    What ``factory.random.reseed_random`` does (both get the state ``seed`` gives),
+    without the throwaway generator and state copies: twice as fast, twice a test.
+    """
+    factory.random.randgen.seed(seed)
+    factory.random.randgen.state_set = True  # type: ignore[attr-defined]
+    faker.generator.random.seed(seed)
 
 
 def sequences(factories: Iterable[FactoryClass]) -> dict[FactoryClass, int]:
