@@ -19,7 +19,9 @@ medians and of the ratios the targets are stated in. The variants:
   template Alembic migrated, and the same 5 users inserted through its cursor;
 - (c) ``naive``: the chain as the guide writes it: pytest-postgresql's ``postgresql_proc``,
   Alembic upgrade once per session, a savepoint ``Session`` per test,
-  ``UserFactory.create_batch(5)``.
+  ``UserFactory.create_batch(5)``;
+- the xdist suite with ``-n 0`` and ``-n 2``, with dbtoolkit and, for the most xdist
+  itself gives on the machine, without a database.
 
 "First run" gives dbtoolkit a fresh copy of the project and fresh cache directories
 (``cache_dir`` and ``XDG_CACHE_HOME``); "second run" reuses ones earlier runs filled.
