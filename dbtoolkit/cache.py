@@ -1,9 +1,14 @@
-"""A saved, migrated data directory, so that the next run skips initdb and the migrations.
+"""Saved data directories, so that the next run skips initdb and the migrations.
 
 An entry is keyed by everything that decides its contents: the server binary and its
 version, the role, and every file of the Alembic history. Change any of them and the
 key changes; the old entry is never used again and is pruned. An entry that fails to
 start or whose template is not at head is deleted and rebuilt, never an error.
+
+Once the migrations have changed since a saved run, the freshly initialised data
+directory, before any database is created, is saved too (under ``initdb/``, keyed
+without the Alembic history): after the next change, the run starts from it and only
+migrates, instead of running initdb again.
 """
 
 from __future__ import annotations
@@ -21,11 +26,18 @@ FORMAT = "2"  # 2: the template carries the leak watch
 KEEP = 3
 
 
+# Where the initialised (not yet migrated) data directories are saved, under the root.
+INITDB = "initdb"
+
+
+def cluster_key(pg_ctl: str, version: str, user: str, password: str | None) -> str:
+    """Return the key of the initialised data directory these inputs produce."""
+    return hashlib.sha256(_server(pg_ctl, version, user, password)).hexdigest()[:20]
+
+
 def key(config: Config, pg_ctl: str, version: str, user: str, password: str | None) -> str:
-    """Return the key of the data directory these inputs produce."""
-    digest = hashlib.sha256()
-    for part in (FORMAT, pg_ctl, version, user, password or ""):
-        digest.update(part.encode() + b"\0")
+    """Return the key of the migrated data directory these inputs produce."""
+    digest = hashlib.sha256(_server(pg_ctl, version, user, password))
     if config.config_file_name is not None:
         digest.update(Path(config.config_file_name).read_bytes())
     script = ScriptDirectory.from_config(config)
@@ -37,6 +49,11 @@ def key(config: Config, pg_ctl: str, version: str, user: str, password: str | No
     return digest.hexdigest()[:20]
 
 
+def _server(pg_ctl: str, version: str, user: str, password: str | None) -> bytes:
+    parts = (FORMAT, pg_ctl, version, user, password or "")
+    return b"".join(part.encode() + b"\0" for part in parts)
+
+
 def lookup(root: Path, entry_key: str) -> Path | None:
     """Return the saved data directory of ``entry_key``, if there is a complete one."""
     data = root / entry_key / "data"
@@ -46,7 +63,7 @@ def lookup(root: Path, entry_key: str) -> Path | None:
 def destination(root: Path, entry_key: str) -> Path:
     """Where to save the entry of ``entry_key``; prunes all but the newest entries."""
     entries = sorted(
-        (path for path in root.glob("*") if path.is_dir() and not path.name.startswith(".")),
+        (path for path in root.glob("*") if (path / "data").is_dir()),
         key=lambda path: path.stat().st_mtime,
         reverse=True,
     )

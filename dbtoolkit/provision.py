@@ -75,10 +75,22 @@ def _local_server_and_template(
     pg_ctl = find_pg_ctl(pg)
     port = get_port(pg.port)
     assert port is not None
-    key = cache.key(settings.alembic(), pg_ctl, binary_version(pg_ctl), pg.user, pg.password)
-    snapshot = cache.lookup(cache_root, key) if cache_root else None
+    version = binary_version(pg_ctl)
+    key = cache.key(settings.alembic(), pg_ctl, version, pg.user, pg.password)
+    cluster_key = cache.cluster_key(pg_ctl, version, pg.user, pg.password)
+    clusters = cache_root / cache.INITDB if cache_root else None
+    # Keep initdb's result too once the migrations have changed since a saved run: they
+    # will change again. A first run (a CI job) does not pay for saving it.
+    changed = cache_root is not None and any(
+        entry.parent.name != key for entry in cache_root.glob("*/data")
+    )
 
     def start(snapshot: Path | None) -> AbstractContextManager[LocalServer]:
+        save_initdb_to = None
+        if snapshot is None and clusters is not None:
+            cache.discard(clusters, cluster_key)  # whatever was there did not serve
+            if changed:
+                save_initdb_to = cache.destination(clusters, cluster_key)
         return running_server(
             pg_ctl,
             host=pg.host,
@@ -88,10 +100,13 @@ def _local_server_and_template(
             startparams=pg.startparams,
             postgres_options=pg.postgres_options,
             snapshot=snapshot,
+            save_initdb_to=save_initdb_to,
         )
 
-    with _started(start, snapshot, head) as local:
-        if local.from_snapshot:
+    migrated = cache.lookup(cache_root, key) if cache_root else None
+    initialised = cache.lookup(clusters, cluster_key) if clusters else None
+    with _started(start, migrated, initialised, head) as (local, at_head):
+        if at_head:
             yield local.server, LOCAL_TEMPLATE
             return
         if cache_root is not None:
@@ -108,18 +123,27 @@ def _local_server_and_template(
 @contextmanager
 def _started(
     start: Callable[[Path | None], AbstractContextManager[LocalServer]],
-    snapshot: Path | None,
+    migrated: Path | None,
+    initialised: Path | None,
     head: str,
-) -> Iterator[LocalServer]:
-    """Start from the saved data directory if it works and is at head, else afresh."""
-    if snapshot is not None:
+) -> Iterator[tuple[LocalServer, bool]]:
+    """Start a server and say whether its template is already at head.
+
+    From the saved migrated data directory if it starts and is at head; else from the
+    saved initialised one if it starts; else from initdb.
+    """
+    for snapshot, at_head in ((migrated, True), (initialised, False)):
+        if snapshot is None:
+            continue
         with ExitStack() as stack:
             try:
                 local: LocalServer | None = stack.enter_context(start(snapshot))
             except ServerError:
                 local = None  # damaged beyond starting
-            if local and schema.current_revision(local.server.url(LOCAL_TEMPLATE)) == head:
-                yield local
+            if local and (
+                not at_head or schema.current_revision(local.server.url(LOCAL_TEMPLATE)) == head
+            ):
+                yield local, at_head
                 return
     with start(None) as local:
-        yield local
+        yield local, False

@@ -191,12 +191,14 @@ class _Executor(PostgreSQLExecutor):
         self,
         *args: Any,
         snapshot: Path | None,
+        initdb_copy: Path | None,
         owner: pwd.struct_passwd | None,
         known_version: str,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.snapshot = snapshot
+        self.initdb_copy = initdb_copy
         self.owner = owner
         self.known_version = known_version
 
@@ -227,6 +229,8 @@ class _Executor(PostgreSQLExecutor):
                     os.chown(directory, self.owner.pw_uid, self.owner.pw_gid)
         else:
             self._initdb()
+            if self.initdb_copy is not None:  # in RAM: the slow save is left for the stop
+                shutil.copytree(self.datadir, self.initdb_copy, copy_function=shutil.copyfile)
         self._directory_initialised = True
 
     def stop(self, sig: int | None = None, exp_sig: int | None = None) -> _Executor:
@@ -295,28 +299,36 @@ def wait_until_accepting(server: Server, datadir: Path, timeout: float = 60) -> 
 class LocalServer:
     """A server started by ``running_server``; its data directory can be saved when it stops."""
 
-    def __init__(self, server: Server, datadir: Path, from_snapshot: bool) -> None:
+    def __init__(self, server: Server, datadir: Path) -> None:
         self.server = server
         self.datadir = datadir
-        self.from_snapshot = from_snapshot
-        self.save_to: Path | None = None
+        self.saves: list[tuple[Path, Path]] = []
 
     def save_on_stop(self, destination: Path) -> None:
         """After a clean stop, copy the data directory to ``destination`` (if it is not there)."""
-        self.save_to = destination
+        self.saves.append((self.datadir, destination))
 
     def _save(self) -> None:
-        if self.save_to is None or self.save_to.exists():
-            return
-        self.save_to.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.save_to.parent))
-        try:
-            shutil.copytree(self.datadir, partial / "data", symlinks=True)
-            partial.rename(self.save_to)  # atomic: a concurrent run's copy wins or ours does
-        except OSError:
-            pass
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
+        for source, destination in self.saves:
+            save_copy(source, destination)
+
+
+def save_copy(datadir: Path, destination: Path) -> None:
+    """Copy a data directory no server runs on to ``destination/data``, unless one is there.
+
+    The copy appears whole or not at all; when two runs save at once, one of them wins.
+    """
+    if destination.exists():
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=destination.parent))
+    try:
+        shutil.copytree(datadir, partial / "data", symlinks=True)
+        partial.rename(destination)
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _scratch_root() -> str | None:
@@ -339,12 +351,14 @@ def running_server(
     startparams: str = "-w",
     postgres_options: str = "",
     snapshot: Path | None = None,
+    save_initdb_to: Path | None = None,
 ) -> Iterator[LocalServer]:
     """Start a throwaway server with ``pg_ctl``; stop it and remove its files on exit.
 
     It starts from a copy of ``snapshot`` (a saved data directory) when given, else
-    from ``initdb``. It listens on ``host`` only and keeps its socket and files in a
-    private directory, in RAM where the machine has a large enough /dev/shm.
+    from ``initdb``, whose result is saved to ``save_initdb_to`` (if given) when it
+    stops. It listens on ``host`` only and keeps its socket and files in a private
+    directory, in RAM where the machine has a large enough /dev/shm.
     """
     os_user = service_user()
     with ExitStack() as cleanup:
@@ -358,6 +372,7 @@ def running_server(
             executable = _launcher(runnable, os_user, workdir, root_dir)
 
         version = binary_version(pg_ctl)
+        initdb_copy = workdir / "initdb" if snapshot is None and save_initdb_to else None
         executor = _Executor(
             executable=executable,
             host=host,
@@ -378,6 +393,7 @@ def running_server(
                 f"-c listen_addresses='{host}' -c wal_recycle=off {postgres_options}".strip()
             ),
             snapshot=snapshot,
+            initdb_copy=initdb_copy,
             owner=os_user,
             known_version=version,
         )
@@ -394,7 +410,9 @@ def running_server(
             wait_until_accepting(server, workdir / "data")
         except (OSError, subprocess.SubprocessError, ExecutorError, psycopg2.Error) as exc:
             raise ServerError(_start_failure(pg_ctl, workdir, port, exc)) from None
-        local = LocalServer(server, workdir / "data", from_snapshot=snapshot is not None)
+        local = LocalServer(server, workdir / "data")
+        if initdb_copy is not None and save_initdb_to is not None:
+            local.saves.append((initdb_copy, save_initdb_to))
         cleanup.callback(local._save)
         cleanup.callback(executor.stop)
         cleanup.callback(_let_pg_ctl_finish, executor)

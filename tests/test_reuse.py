@@ -7,6 +7,7 @@ runs, which counts the migrations.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from catalog import catalog_project, run
 
@@ -57,8 +58,7 @@ def test_a_second_run_reuses_the_migrated_data_directory_until_a_migration_chang
     run(pytester).assert_outcomes(passed=4)
     assert migrations_run(pytester) == 1
 
-    revision = pytester.path / "migrations" / "versions" / "bbb2_books.py"
-    revision.write_text(revision.read_text() + "\n# a changed migration\n")
+    change_a_migration(pytester)
     run(pytester).assert_outcomes(passed=4)
     assert migrations_run(pytester) == 2
 
@@ -74,6 +74,58 @@ def test_a_damaged_saved_data_directory_is_rebuilt_not_an_error(pytester):
     assert migrations_run(pytester) == 2
     run(pytester).assert_outcomes(passed=4)
     assert migrations_run(pytester) == 2
+
+
+ORIGIN_TEST = """
+from pathlib import Path
+
+from sqlalchemy import text
+
+
+def test_the_server_runs_on_a_copy_of_the_saved_initdb(db_session):
+    data_directory = Path(db_session.scalar(text("SHOW data_directory")))
+    assert (data_directory / "copied-from-the-saved-initdb").exists()
+"""
+
+
+def change_a_migration(pytester) -> None:
+    revision = pytester.path / "migrations" / "versions" / "bbb2_books.py"
+    revision.write_text(revision.read_text() + "\n# a changed migration\n")
+
+
+def saved_initdb(pytester) -> Path:
+    (data,) = (pytester.path / ".pytest_cache" / "d" / "dbtoolkit" / "initdb").glob("*/data")
+    return data
+
+
+def test_once_migrations_change_initdb_is_saved_and_the_next_change_only_migrates(pytester):
+    catalog_project(pytester, second_revision=COUNT_MIGRATION)
+    pytester.makepyfile(test_workers=WORKER_TESTS)
+    run(pytester).assert_outcomes(passed=4)
+    assert not (pytester.path / ".pytest_cache" / "d" / "dbtoolkit" / "initdb").exists()
+
+    change_a_migration(pytester)
+    run(pytester).assert_outcomes(passed=4)
+    (saved_initdb(pytester) / "copied-from-the-saved-initdb").touch()
+
+    change_a_migration(pytester)
+    pytester.makepyfile(test_origin=ORIGIN_TEST)
+    run(pytester).assert_outcomes(passed=5)
+    assert migrations_run(pytester) == 3
+
+
+def test_a_damaged_saved_initdb_is_rebuilt_not_an_error(pytester):
+    catalog_project(pytester, second_revision=COUNT_MIGRATION)
+    pytester.makepyfile(test_workers=WORKER_TESTS)
+    run(pytester).assert_outcomes(passed=4)
+    change_a_migration(pytester)
+    run(pytester).assert_outcomes(passed=4)
+    shutil.rmtree(saved_initdb(pytester) / "global")  # the cluster's own catalogs
+
+    change_a_migration(pytester)
+    run(pytester).assert_outcomes(passed=4)
+    assert migrations_run(pytester) == 3
+    assert (saved_initdb(pytester) / "global" / "pg_control").is_file()
 
 
 def test_without_pytests_cache_every_run_migrates(pytester):
