@@ -24,7 +24,9 @@ medians and of the ratios the targets are stated in. The variants:
   itself gives on the machine, without a database.
 
 "First run" gives dbtoolkit a fresh copy of the project and fresh cache directories
-(``cache_dir`` and ``XDG_CACHE_HOME``); "second run" reuses ones earlier runs filled.
+(``cache_dir`` and ``XDG_CACHE_HOME``); "second run" reuses ones earlier runs filled;
+"after a migration changed" reuses them with the saved migrated data directory filed
+under another key, as if a migration had changed since.
 Only the ratios matter: the absolute figures move with the machine's load.
 """
 
@@ -417,7 +419,10 @@ class Job:
     project: str
     kind: str
     count: int
-    cache: str = "off"  # off: no cacheprovider; fresh: new copy and caches; warm: reused
+    # off: no cacheprovider; fresh: new copy and caches; warm: reused; changed: reused,
+    # with the saved migrated data directory under another key, as after a migration
+    # changed
+    cache: str = "off"
     args: tuple[str, ...] = ()
     setup: bool = False  # record the set-up time before the first test
 
@@ -487,6 +492,13 @@ class Runner:
                     caches = scratch / "cache"
                 else:
                     caches = self.root / f"cache-{job.project}"
+                if job.cache == "changed":  # the saved migrated data directory is stale
+                    saved = caches / "pytest" / "d" / "dbtoolkit"
+                    for entry in [data.parent for data in saved.glob("*/data")]:
+                        if entry.name.startswith("stale-"):
+                            shutil.rmtree(entry)
+                        else:
+                            entry.rename(entry.with_name(f"stale-{entry.name}"))
                 command += ["-o", f"cache_dir={caches / 'pytest'}"]
                 env["XDG_CACHE_HOME"] = str(caches / "xdg")
             else:
@@ -520,6 +532,7 @@ def jobs(n: int, n_pg: int, n_xdist: int) -> list[Job]:
         Job("nodb-plugin-1", "dbtoolkit", "nodb", 1, cache="warm", setup=True),
         Job("dbtoolkit-1-first", "dbtoolkit", "orm", 1, cache="fresh", setup=True),
         Job("dbtoolkit-1-second", "dbtoolkit", "orm", 1, cache="warm", setup=True),
+        Job("dbtoolkit-1-changed", "dbtoolkit", "orm", 1, cache="changed", setup=True),
         Job("dbtoolkit-N", "dbtoolkit", "orm", n, cache="warm"),
         Job("noleaks-N", "dbtoolkit", "orm", n, cache="warm", args=("--dbtoolkit-leaks=off",)),
         Job("marked-N", "dbtoolkit", "marked", n_pg, cache="warm"),
@@ -642,6 +655,11 @@ def rows(n: int, n_pg: int, n_xdist: int) -> list[Row]:
             "s",
         ),
         Row("dbtoolkit, 1 revision: set-up, second run", setup("dbtoolkit-1-second"), "s"),
+        Row(
+            "dbtoolkit, 1 revision: set-up after a migration changed",
+            setup("dbtoolkit-1-changed"),
+            "s",
+        ),
         Row("dbtoolkit, 33 revisions: set-up, first run", setup("dbtoolkit33-1-first"), "s"),
         Row("dbtoolkit, 33 revisions: set-up, second run", setup("dbtoolkit33-1-second"), "s"),
         Row("(c) naive, 1 revision: set-up", setup("naive-1"), "s"),
@@ -676,6 +694,11 @@ def rows(n: int, n_pg: int, n_xdist: int) -> list[Row]:
             lambda r: db_setup("dbtoolkit33-1-second")(r) / db_setup("dbtoolkit33-1-first")(r),
             "x",
             ("<=", 1 / 3),
+        ),
+        Row(
+            "database set-up after a migration changed / first run (1 revision)",
+            lambda r: db_setup("dbtoolkit-1-changed")(r) / db_setup("dbtoolkit-1-first")(r),
+            "x",
         ),
         Row(
             "**1 database test / 1 test without, whole process, second run**",
