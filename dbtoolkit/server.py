@@ -310,10 +310,10 @@ class LocalServer:
 
     def _save(self) -> None:
         for source, destination in self.saves:
-            save_copy(source, destination)
+            _save_copy(source, destination)
 
 
-def save_copy(datadir: Path, destination: Path) -> None:
+def _save_copy(datadir: Path, destination: Path) -> None:
     """Copy a data directory no server runs on to ``destination/data``, unless one is there.
 
     The copy appears whole or not at all; when two runs save at once, one of them wins.
@@ -372,7 +372,8 @@ def running_server(
             executable = _launcher(runnable, os_user, workdir, root_dir)
 
         version = binary_version(pg_ctl)
-        initdb_copy = workdir / "initdb" if snapshot is None and save_initdb_to else None
+        keep_initdb = snapshot is None and save_initdb_to is not None
+        initdb_copy = workdir / "initdb" if keep_initdb else None
         executor = _Executor(
             executable=executable,
             host=host,
