@@ -9,15 +9,18 @@ and adds and flushes it through the session: the same factories serve both sides
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from dbtoolkit.errors import NoSessionError
+from dbtoolkit.seeding import Current
 
-_active: AsyncSession | None = None
+_session: Current[AsyncSession] = Current(
+    "an async factory helper ran outside an async database test; request the "
+    "async_db_session fixture in this test, or pass session="
+)
 
 
 @asynccontextmanager
@@ -42,23 +45,12 @@ async def isolated_async_session(engine: AsyncEngine) -> AsyncIterator[AsyncSess
 
 def current_async_session() -> AsyncSession:
     """Return the running test's AsyncSession, which ``create_async`` uses by default."""
-    if _active is None:
-        raise NoSessionError(
-            "an async factory helper ran outside an async database test; request the "
-            "async_db_session fixture in this test, or pass session="
-        )
-    return _active
+    return _session.get()
 
 
-@contextmanager
-def activate(session: AsyncSession) -> Iterator[AsyncSession]:
+def activate(session: AsyncSession) -> AbstractContextManager[AsyncSession]:
     """Make ``session`` the one ``create_async`` uses, for the block."""
-    global _active
-    previous, _active = _active, session
-    try:
-        yield session
-    finally:
-        _active = previous
+    return _session.activate(session)
 
 
 async def create_async(

@@ -14,9 +14,9 @@ import hashlib
 import importlib
 import inspect
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import factory.random
 import faker.generator
@@ -28,28 +28,46 @@ from dbtoolkit.errors import ConfigError, NoSessionError
 
 FactoryClass = type[Any]
 
-_active: Session | None = None
+T = TypeVar("T")
+
+
+class Current(Generic[T]):
+    """The running test's session (sync or async), made current for a block."""
+
+    def __init__(self, missing: str) -> None:
+        self._value: T | None = None
+        self._missing = missing  # NoSessionError's message when no test made one current
+
+    def get(self) -> T:
+        """Return the current value, or raise NoSessionError outside a test that has one."""
+        if self._value is None:
+            raise NoSessionError(self._missing)
+        return self._value
+
+    @contextmanager
+    def activate(self, value: T) -> Iterator[T]:
+        """Make ``value`` the current one for the block."""
+        previous, self._value = self._value, value
+        try:
+            yield value
+        finally:
+            self._value = previous
+
+
+_session: Current[Session] = Current(
+    "a factory tried to create a row outside a database test; request the "
+    "db_session fixture (or a seed fixture such as seeded_users) in this test"
+)
 
 
 def current_session() -> Session:
     """Return the running test's session: the session factory of every bound factory."""
-    if _active is None:
-        raise NoSessionError(
-            "a factory tried to create a row outside a database test; request the "
-            "db_session fixture (or a seed fixture such as seeded_users) in this test"
-        )
-    return _active
+    return _session.get()
 
 
-@contextmanager
-def activate(session: Session) -> Iterator[Session]:
+def activate(session: Session) -> AbstractContextManager[Session]:
     """Make ``session`` the one bound factories create through, for the block."""
-    global _active
-    previous, _active = _active, session
-    try:
-        yield session
-    finally:
-        _active = previous
+    return _session.activate(session)
 
 
 @contextmanager
