@@ -43,6 +43,18 @@ def migrations_run(pytester) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
+def first_run(pytester) -> None:
+    """Run the worker tests once in a new catalog project that counts its migrations."""
+    catalog_project(pytester, second_revision=COUNT_MIGRATION)
+    pytester.makepyfile(test_workers=WORKER_TESTS)
+    run(pytester).assert_outcomes(passed=4)
+
+
+def saved(pytester) -> Path:
+    """The project's saved data directories, in pytest's cache."""
+    return pytester.path / ".pytest_cache" / "d" / "dbtoolkit"
+
+
 def test_xdist_workers_share_one_migration_and_each_has_its_own_copy(pytester):
     catalog_project(pytester, second_revision=COUNT_MIGRATION)
     pytester.makepyfile(test_workers=WORKER_TESTS)
@@ -52,9 +64,7 @@ def test_xdist_workers_share_one_migration_and_each_has_its_own_copy(pytester):
 
 
 def test_a_second_run_reuses_the_migrated_data_directory_until_a_migration_changes(pytester):
-    catalog_project(pytester, second_revision=COUNT_MIGRATION)
-    pytester.makepyfile(test_workers=WORKER_TESTS)
-    run(pytester).assert_outcomes(passed=4)
+    first_run(pytester)
     run(pytester).assert_outcomes(passed=4)
     assert migrations_run(pytester) == 1
 
@@ -64,11 +74,9 @@ def test_a_second_run_reuses_the_migrated_data_directory_until_a_migration_chang
 
 
 def test_a_damaged_saved_data_directory_is_rebuilt_not_an_error(pytester):
-    catalog_project(pytester, second_revision=COUNT_MIGRATION)
-    pytester.makepyfile(test_workers=WORKER_TESTS)
-    run(pytester).assert_outcomes(passed=4)
-    (saved,) = (pytester.path / ".pytest_cache" / "d" / "dbtoolkit").glob("*/data")
-    shutil.rmtree(saved / "base")  # every database's files, as a disk clean-up might
+    first_run(pytester)
+    (data,) = saved(pytester).glob("*/data")
+    shutil.rmtree(data / "base")  # every database's files, as a disk clean-up might
 
     run(pytester).assert_outcomes(passed=4)
     assert migrations_run(pytester) == 2
@@ -94,15 +102,13 @@ def change_a_migration(pytester) -> None:
 
 
 def saved_initdb(pytester) -> Path:
-    (data,) = (pytester.path / ".pytest_cache" / "d" / "dbtoolkit" / "initdb").glob("*/data")
+    (data,) = (saved(pytester) / "initdb").glob("*/data")
     return data
 
 
 def test_once_migrations_change_initdb_is_saved_and_the_next_change_only_migrates(pytester):
-    catalog_project(pytester, second_revision=COUNT_MIGRATION)
-    pytester.makepyfile(test_workers=WORKER_TESTS)
-    run(pytester).assert_outcomes(passed=4)
-    assert not (pytester.path / ".pytest_cache" / "d" / "dbtoolkit" / "initdb").exists()
+    first_run(pytester)
+    assert not (saved(pytester) / "initdb").exists()
 
     change_a_migration(pytester)
     run(pytester).assert_outcomes(passed=4)
@@ -115,9 +121,7 @@ def test_once_migrations_change_initdb_is_saved_and_the_next_change_only_migrate
 
 
 def test_a_damaged_saved_initdb_is_rebuilt_not_an_error(pytester):
-    catalog_project(pytester, second_revision=COUNT_MIGRATION)
-    pytester.makepyfile(test_workers=WORKER_TESTS)
-    run(pytester).assert_outcomes(passed=4)
+    first_run(pytester)
     change_a_migration(pytester)
     run(pytester).assert_outcomes(passed=4)
     shutil.rmtree(saved_initdb(pytester) / "global")  # the cluster's own catalogs
