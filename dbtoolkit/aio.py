@@ -13,14 +13,26 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
 
+from dbtoolkit.errors import ASYNC_EXTRA, ConfigError
 from dbtoolkit.seeding import Current
+
+try:  # needs greenlet, which only the async extra installs
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+except ImportError:
+    raise ConfigError(ASYNC_EXTRA) from None
 
 _session: Current[AsyncSession] = Current(
     "an async factory helper ran outside an async database test; request the "
     "async_db_session fixture in this test, or pass session="
 )
+
+
+def unpooled_engine(url: URL) -> AsyncEngine:
+    """An AsyncEngine without a pool: each connection is opened and closed in one loop."""
+    return create_async_engine(url, poolclass=NullPool)
 
 
 @asynccontextmanager

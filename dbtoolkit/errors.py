@@ -4,6 +4,12 @@ Every message says what failed and names the option or file that fixes it. The
 plugin reports these errors as their message alone, without a traceback.
 """
 
+# What an async fixture or dbtoolkit.aio says without the async extra.
+ASYNC_EXTRA = (
+    "async fixtures need SQLAlchemy's asyncio support, asyncpg and pytest-asyncio; "
+    'install them with pip install "dbtoolkit[async]"'
+)
+
 
 class DbtoolkitError(Exception):
     """Base class of all dbtoolkit errors."""

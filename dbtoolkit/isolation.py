@@ -13,22 +13,20 @@ as the one before starts from them at once, and each test is rolled back to them
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    async_scoped_session,
-    async_sessionmaker,
-)
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 
 from dbtoolkit.errors import DeferredConstraintError, IsolationError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 # libpq's PQtransactionStatus, as psycopg 2 and 3 report it: no transaction open, and
 # one in which a statement failed.
@@ -205,35 +203,50 @@ def joined(
     session opened in the block. The async makers (``async_sessionmaker``,
     ``async_scoped_session``) go with an ``AsyncConnection``.
     """
-    factories = [m.session_factory if isinstance(m, _SCOPED) else m for m in makers]
+    scoped, makers_types, connections = _kinds()
+    factories = [m.session_factory if isinstance(m, scoped) else m for m in makers]
     for maker, factory in zip(makers, factories, strict=True):
-        if not isinstance(factory, (sessionmaker, async_sessionmaker)):
+        if not isinstance(factory, makers_types):
             raise TypeError(
                 f"db_bind takes sessionmaker or scoped_session objects, got {maker!r}; pass the "
                 "sessionmaker the code under test opens its sessions with, or mark the test "
                 '@pytest.mark.dbtoolkit(isolation="database") to let it commit for real'
             )
     kws = [factory.kw for factory in factories]
-    registries = [maker.registry for maker in makers if isinstance(maker, _SCOPED)]
+    registries = [maker.registry for maker in makers if isinstance(maker, scoped)]
     try:
         for maker, factory in zip(makers, factories, strict=True):
             kw = {key: value for key, value in factory.kw.items() if key != "binds"}
             kw["bind"] = bind
-            if isinstance(bind, (Connection, AsyncConnection)):
+            if isinstance(bind, connections):
                 kw["join_transaction_mode"] = "create_savepoint"
             factory.kw = kw
-            if isinstance(maker, _SCOPED):
+            if isinstance(maker, scoped):
                 maker.registry = _fresh(maker.registry)
         yield
     finally:
         for factory, kw in zip(factories, kws, strict=True):
             factory.kw = kw
         for maker in makers:
-            if isinstance(maker, _SCOPED):
+            if isinstance(maker, scoped):
                 maker.registry = registries.pop(0)
 
 
-_SCOPED = (scoped_session, async_scoped_session)
+def _kinds() -> tuple[tuple[type[Any], ...], tuple[type[Any], ...], tuple[type[Any], ...]]:
+    """The scoped sessions, session makers and connections ``joined`` accepts.
+
+    The async ones only when something imported SQLAlchemy's asyncio extension: no
+    async object exists before that, and importing it needs greenlet, which only the
+    async extra installs.
+    """
+    aio = sys.modules.get("sqlalchemy.ext.asyncio")
+    if aio is None:
+        return (scoped_session,), (sessionmaker,), (Connection,)
+    return (
+        (scoped_session, aio.async_scoped_session),
+        (sessionmaker, aio.async_sessionmaker),
+        (Connection, aio.AsyncConnection),
+    )
 
 
 def _fresh(registry: ScopedRegistry[Any]) -> ScopedRegistry[Any]:

@@ -15,18 +15,16 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pytest_postgresql.config import PostgreSQLConfig, get_config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
-from dbtoolkit import aio, errors, queries, schema, seeding
-from dbtoolkit.errors import ConfigError, DbtoolkitError, LeakError, LeakWarning
+from dbtoolkit import errors, queries, schema, seeding
+from dbtoolkit.errors import ASYNC_EXTRA, ConfigError, DbtoolkitError, LeakError, LeakWarning
 from dbtoolkit.isolation import SharedConnection, joined
 from dbtoolkit.leaks import LeakWatch, Write, describe
 from dbtoolkit.provision import provision
@@ -38,6 +36,9 @@ from dbtoolkit.server import (
     service_user,
 )
 from dbtoolkit.settings import Settings, add_options, resolve
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 SETTINGS = pytest.StashKey[Settings]()
 FACTORIES = pytest.StashKey[tuple[seeding.FactoryClass, ...]]()
@@ -554,16 +555,13 @@ def assert_max_num_queries(db_session: Session) -> queries.QueryAssertion:
 
 
 # --- Async: AsyncSession tests, with pytest-asyncio (the "async" extra) ---------------
+# Nothing here imports SQLAlchemy's asyncio extension (dbtoolkit.aio) before a test asks
+# for an async fixture: it needs greenlet, which only the async extra installs.
 
 try:
     import pytest_asyncio
-except ImportError:  # without the extra, there are no async fixtures
+except ImportError:  # without the extra, the async fixtures say how to get it
     pytest_asyncio = None  # type: ignore[assignment]
-
-ASYNC_EXTRA = (
-    "async fixtures need SQLAlchemy's asyncio support, asyncpg and pytest-asyncio; "
-    'install them with pip install "dbtoolkit[async]"'
-)
 
 if pytest_asyncio is not None:
 
@@ -577,6 +575,8 @@ if pytest_asyncio is not None:
         default), opened and closed in that loop, so no connection crosses loops.
         ``create_async`` and ``create_batch_async`` create through it.
         """
+        from dbtoolkit import aio
+
         async with aio.isolated_async_session(dbtoolkit_async_engine) as session:
             with aio.activate(session):
                 yield session
@@ -590,8 +590,11 @@ if pytest_asyncio is not None:
         Each test opens its connection in its own event loop and closes it there, so no
         connection outlives a loop; the engine itself belongs to no loop.
         """
-        url = dbtoolkit_database.set(drivername=dbtoolkit_settings.async_dbapi_name)
-        engine = create_async_engine(url, poolclass=NullPool)
+        from dbtoolkit import aio
+
+        engine = aio.unpooled_engine(
+            dbtoolkit_database.set(drivername=dbtoolkit_settings.async_dbapi_name)
+        )
         yield engine
         engine.sync_engine.dispose()
 
@@ -611,6 +614,23 @@ if pytest_asyncio is not None:
 
             yield bind
 
+else:
+
+    @pytest.fixture(name="async_db_session")
+    def _no_async_db_session() -> None:
+        """Without the async extra: says how to install it."""
+        raise ConfigError(ASYNC_EXTRA)
+
+    @pytest.fixture(name="dbtoolkit_async_engine", scope="session")
+    def _no_async_engine() -> None:
+        """Without the async extra: says how to install it."""
+        raise ConfigError(ASYNC_EXTRA)
+
+    @pytest.fixture(name="async_db_bind")
+    def _no_async_db_bind() -> None:
+        """Without the async extra: says how to install it."""
+        raise ConfigError(ASYNC_EXTRA)
+
 
 def async_seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Any:
     """Return a function-scoped async fixture that yields ``count`` objects from ``factory``.
@@ -625,6 +645,8 @@ def async_seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> 
         raise ConfigError(ASYNC_EXTRA)
 
     async def seed_fixture(async_db_session: AsyncSession) -> list[Any]:
+        from dbtoolkit import aio
+
         objects = await aio.create_batch_async(
             factory, count, session=async_db_session, **attributes
         )

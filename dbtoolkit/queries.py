@@ -26,13 +26,15 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from sqlalchemy import Connection, Engine, event
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-Bind = Engine | Connection | Session | AsyncEngine | AsyncConnection | AsyncSession
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+Bind: TypeAlias = "Engine | Connection | Session | AsyncEngine | AsyncConnection | AsyncSession"
 
 _TRANSACTION_CONTROL = re.compile(
     r"\s*(SAVEPOINT|RELEASE\s+SAVEPOINT|ROLLBACK\s+TO\s+SAVEPOINT)\b", re.IGNORECASE
@@ -153,12 +155,12 @@ class _Assertion(AbstractContextManager[Queries]):
 
 
 def _target(bind: Bind) -> Engine | Connection:
-    if isinstance(bind, AsyncSession):
-        return _target(bind.sync_session)
-    if isinstance(bind, AsyncEngine):
-        return bind.sync_engine
-    if isinstance(bind, AsyncConnection) and bind.sync_connection is not None:
-        return bind.sync_connection
+    # The async objects wrap sync ones. Told apart by attribute, not by class: importing
+    # SQLAlchemy's asyncio extension needs greenlet, which only the async extra installs.
+    for wrapped in ("sync_session", "sync_engine", "sync_connection"):
+        inner = getattr(bind, wrapped, None)
+        if inner is not None:
+            return _target(inner)
     if isinstance(bind, Session):
         return bind.get_bind()
     if isinstance(bind, Engine | Connection):
