@@ -9,6 +9,10 @@ stays inside the outer transaction, which is rolled back at the end.
 ``SharedConnection`` does it for a whole run on one connection, with layers of seed
 data below the tests, each closed by a SAVEPOINT: a test that asks for the same seeds
 as the one before starts from them at once, and each test is rolled back to them.
+
+The databases tests work in are copies of the migrated template: ``RunDatabase``
+for a run or xdist worker (recreated when a test committed for real), and
+``own_database`` for one test that must commit for real.
 """
 
 from __future__ import annotations
@@ -16,14 +20,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 
+from dbtoolkit import schema
 from dbtoolkit.errors import DeferredConstraintError, IsolationError
+from dbtoolkit.leaks import LeakWatch
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -147,6 +155,12 @@ class SharedConnection(Generic[Layer]):
         if violation is not None:
             raise violation
 
+    def __enter__(self) -> SharedConnection[Layer]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def reset(self) -> None:
         """Start over on a fresh connection after the database was written for real.
 
@@ -183,6 +197,58 @@ class SharedConnection(Generic[Layer]):
                 f"have failed: {message}" + (f" ({detail})" if detail else "")
             )
         return None
+
+
+class RunDatabase:
+    """A copy of the template that a run (or xdist worker) tests in, dropped on exit.
+
+    ``watched``: its leak watch (``watch``) reads what is committed behind the tests'
+    back. ``recreate`` puts it back as the template made it, after a test committed
+    for real; the pools of ``engines`` go first, so none keeps a dead connection.
+    """
+
+    def __init__(self, admin: URL, name: str, *, template: str, run: str, watched: bool) -> None:
+        self.admin, self.name, self.template, self.run = admin, name, template, run
+        self.url = admin.set(database=name)
+        self.watch = LeakWatch(self.url) if watched else None
+        self.engines: list[Engine] = []
+
+    def __enter__(self) -> RunDatabase:
+        schema.create_database(self.admin, self.name, template=self.template, run=self.run)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.watch is not None:
+            self.watch.close()
+        schema.drop_database(self.admin, self.name)
+
+    def recreate(self) -> None:
+        """Drop the database and clone it from the template again."""
+        if self.watch is not None:
+            self.watch.close()
+        for engine in self.engines:
+            engine.dispose()
+        schema.drop_database(self.admin, self.name)
+        schema.create_database(self.admin, self.name, template=self.template, run=self.run)
+
+
+@contextmanager
+def own_database(
+    admin: URL, name: str, *, template: str, run: str, drivername: str
+) -> Iterator[Session]:
+    """Yield a Session on a new copy of ``template``, where commits are real; drop it on exit."""
+    with schema.created_database(admin, name, template=template, run=run) as url:
+        engine = create_engine(url.set(drivername=drivername))
+        try:
+            with Session(engine) as session:
+                yield session
+        finally:
+            engine.dispose()
 
 
 # Statements that write nothing a test could leave behind (SAVEPOINT, RELEASE and

@@ -5,18 +5,21 @@ that note each INSERT, UPDATE, DELETE and TRUNCATE, with its row count, in
 ``dbtoolkit.writes``. Notes made inside the tests' outer transaction are never
 committed, so they vanish with it; the notes another connection commits (code with
 its own engine, a background thread, a raw ``COMMIT``) stay. ``LeakWatch`` reads them
-from a connection of its own, one query per test.
+from a connection of its own, one query per test; ``check`` has the database put right
+when there were any, and ``report`` fails the test or warns, as the setting says.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import psycopg2.extensions
 from sqlalchemy.engine import URL
 
 from dbtoolkit import schema
+from dbtoolkit.errors import LeakError, LeakWarning
 from dbtoolkit.server import connect
 
 INSTALL = """
@@ -115,3 +118,19 @@ def describe(writes: Sequence[Write]) -> str:
         '@pytest.mark.dbtoolkit(isolation="database"). The rows were removed; '
         "--dbtoolkit-leaks=warn reports them as a warning instead"
     )
+
+
+def check(watch: LeakWatch, put_right: Callable[[], None]) -> list[Write]:
+    """Return what was committed behind the tests' back; if anything, ``put_right`` first."""
+    writes = watch.writes()
+    if writes:
+        put_right()
+    return writes
+
+
+def report(writes: Sequence[Write], mode: str) -> None:
+    """Fail the test with ``LeakError``, or warn with ``LeakWarning`` in ``warn`` mode."""
+    if mode == "warn":
+        warnings.warn(LeakWarning(describe(writes)), stacklevel=1)
+    else:
+        raise LeakError(describe(writes))

@@ -3,20 +3,25 @@
 ``provision`` is what the session fixtures (or, under xdist, the controller for all
 workers) enter: it yields the server and the name of the template database that
 Alembic brought to head and ``leaks.install`` watches, and on exit removes what it
-created.
+created. ``Handoff`` carries what the xdist controller provisioned to its workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from port_for import get_port
 from pytest_postgresql.config import PostgreSQLConfig
 
-from dbtoolkit import cache, leaks, schema
-from dbtoolkit.errors import ServerError
+from dbtoolkit import cache, errors, leaks, schema
+from dbtoolkit.errors import DbtoolkitError, ServerError
 from dbtoolkit.server import (
     LocalServer,
     Server,
@@ -31,19 +36,85 @@ from dbtoolkit.settings import Settings
 LOCAL_TEMPLATE = f"{schema.PREFIX}template"
 
 
+class Provisioned(NamedTuple):
+    """The run's server, and the name of its template database, migrated to head."""
+
+    server: Server
+    template: str
+
+
 @contextmanager
 def provision(
     settings: Settings, pg: PostgreSQLConfig, run: str, cache_root: Path | None
-) -> Iterator[tuple[Server, str]]:
+) -> Iterator[Provisioned]:
     """Yield the run's server and migrated template; remove what was created on exit."""
     head = schema.head_revision(settings.alembic())
     if settings.url is not None:
         server = existing_server(settings.url)
         with _template_on_existing_server(server, settings, run) as template:
-            yield server, template
+            yield Provisioned(server, template)
     else:
         with _local_server_and_template(settings, pg, run, cache_root, head) as provided:
-            yield provided
+            yield Provisioned(*provided)
+
+
+class Handoff:
+    """Under xdist, the controller provisions once for all workers, if one needs it.
+
+    Through files in a private directory: a worker whose collected tests use the
+    database ``ask``s before it reports its collection; the controller hears of that
+    collection before it schedules any test, provisions, and writes what it
+    ``give``s (or the error) for every worker to ``receive``.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._resources = ExitStack()
+        self._given = directory / "provisioned.json"
+
+    @classmethod
+    def create(cls) -> Handoff:
+        """A new handoff, in a directory of its own (the controller's side)."""
+        return cls(Path(tempfile.mkdtemp(prefix="dbtoolkit-xdist-")))
+
+    def ask(self, worker: str) -> None:
+        """Say that ``worker``'s tests need the database (a worker's side)."""
+        (self.directory / f"asks-{worker}").touch()
+
+    def asked(self, worker: str) -> bool:
+        """Whether ``worker`` asked for the database."""
+        return (self.directory / f"asks-{worker}").exists()
+
+    def give(self, provide: Callable[[], AbstractContextManager[Provisioned]]) -> None:
+        """Provision, once, and write what was provided for the workers."""
+        if self._given.exists():
+            return
+        try:
+            server, template = self._resources.enter_context(provide())
+            given: dict[str, object] = {"server": dataclasses.asdict(server), "template": template}
+        except DbtoolkitError as exc:
+            given = {"error": [type(exc).__name__, str(exc)]}
+        partial = self._given.with_suffix(".partial")
+        partial.write_text(json.dumps(given))
+        partial.rename(self._given)  # whole or not at all
+
+    def receive(self) -> Provisioned | None:
+        """What the controller provided, None if nothing; its error raised again."""
+        try:
+            given = json.loads(self._given.read_text())
+        except FileNotFoundError:
+            return None
+        if "error" in given:
+            name, message = given["error"]
+            raise getattr(errors, name, DbtoolkitError)(message)
+        return Provisioned(Server(**given["server"]), given["template"])
+
+    def close(self) -> None:
+        """Remove what was provisioned, and the directory (the controller's side)."""
+        try:
+            self._resources.close()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @contextmanager

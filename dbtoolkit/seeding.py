@@ -4,8 +4,9 @@ Factories name no session of their own. ``bind`` points each one at
 ``current_session``, which returns the session that ``activate`` made current for
 the test. ``reseed`` and ``set_sequences`` make Faker and factory_boy produce the
 same values for the same test on every run, whatever the order the tests run in.
-``lay`` creates a seed fixture's rows (a ``SeedSpec``) once, as one layer of a
-``SharedConnection``, for every test that asks for them.
+``prepare`` gives a test the seed layers it asks for on a ``SharedConnection``:
+``lay`` creates a seed fixture's rows (a ``SeedSpec``) once, as one layer, for every
+test that asks for them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from dbtoolkit.errors import ConfigError, NoSessionError
+from dbtoolkit.isolation import SharedConnection
 
 FactoryClass = type[Any]
 
@@ -158,6 +160,21 @@ class SeedSpec:
     attributes: Mapping[str, Any]
     scope: str = "function"
 
+    @classmethod
+    def checked(
+        cls, factory: FactoryClass, count: int, attributes: Mapping[str, Any], scope: str
+    ) -> SeedSpec:
+        """A new spec, or a ConfigError that names what ``seed()`` was given wrong."""
+        if count < 0:
+            raise ConfigError(f"seed() needs a count of 0 or more, got {count!r}")
+        if scope not in SCOPES:
+            raise ConfigError(f"seed() takes scope {', '.join(SCOPES)}, got {scope!r}")
+        return cls(factory, count, attributes, scope)
+
+
+# A layer's key: its seed, and the module it belongs to when it is module-scoped.
+LayerKey = tuple[SeedSpec, str]
+
 
 @dataclass(frozen=True)
 class Laid:
@@ -193,3 +210,38 @@ def lay(
     session.commit()
     session.close()  # detaches the objects; each test merges them into its own session
     return Laid(objects, sequences(factories), depth)
+
+
+def prepare(
+    connection: SharedConnection[Laid],
+    keys: list[LayerKey],
+    *,
+    factories: tuple[FactoryClass, ...],
+    base_seed: int,
+    test_seed: int,
+) -> dict[SeedSpec, Laid]:
+    """Give a test the seed layers ``keys`` on ``connection``, laying those not there yet.
+
+    Afterwards the factories' sequences continue after the seeds, and Faker is back
+    on the test's own seed if laying drew from it.
+    """
+    laid_now = []
+
+    def lay_one(key: LayerKey, on: Connection, below: Laid | None) -> Laid:
+        laid_now.append(key)
+        return lay(key[0], on, below, factories=factories, base_seed=base_seed)
+
+    laid = connection.prepare(keys, lay_one)  # type: ignore[arg-type]
+    if laid:  # the test's own values continue the sequences after its seeds
+        set_sequences(factories, laid[-1].sequences)
+    if laid_now:
+        reseed(test_seed)
+    return {spec: layer for (spec, _), layer in zip(keys, laid, strict=True)}
+
+
+def create_now(spec: SeedSpec, session: Session, factories: tuple[FactoryClass, ...]) -> list[Any]:
+    """Create a seed's rows in the test itself, flushed together, and commit them."""
+    with one_flush((*factories, spec.factory)):
+        objects: list[Any] = spec.factory.create_batch(spec.count, **spec.attributes)
+    session.commit()
+    return objects

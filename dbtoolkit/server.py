@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg2
@@ -35,7 +36,7 @@ import psycopg2.extensions
 from mirakuru.base import ENV_UUID
 from mirakuru.exceptions import AlreadyRunning, ExecutorError, TimeoutExpired
 from packaging.version import parse
-from pytest_postgresql.config import PostgreSQLConfig
+from pytest_postgresql.config import PostgreSQLConfig, get_config
 from pytest_postgresql.exceptions import ExecutableMissingException
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.factories._pg import _pg_exe
@@ -83,6 +84,12 @@ class Server:
             port=self.port,
             database=database or self.maintenance_db,
         )
+
+
+def postgresql_config(pytestconfig: Any) -> PostgreSQLConfig:
+    """pytest-postgresql's settings (its --postgresql-* options and ini keys) for a run."""
+    # pytest-postgresql reads its options through request.config only.
+    return get_config(SimpleNamespace(config=pytestconfig))  # type: ignore[arg-type]
 
 
 def find_pg_ctl(config: PostgreSQLConfig) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from dbtoolkit import count_queries
+from dbtoolkit import async_seed, count_queries
 from dbtoolkit.aio import (
     create_async,
     create_batch_async,
@@ -33,7 +33,6 @@ from dbtoolkit.aio import (
 from dbtoolkit.errors import NoSessionError
 from dbtoolkit.isolation import joined
 from dbtoolkit.models import Organization, Project, User
-from dbtoolkit.plugin import async_seed
 from factories import ProjectFactory, UserFactory
 
 SCHEMA_TABLES = {"alembic_version", "organizations", "projects", "users"}
@@ -591,7 +590,7 @@ INNER_ASYNC_TESTS = """
     from catalog_factories import AuthorFactory, BookFactory
     from catalog_models import Author, Book
     from dbtoolkit.aio import create_async, create_batch_async
-    from dbtoolkit.plugin import async_seed
+    from dbtoolkit import async_seed
 
     pytestmark = pytest.mark.asyncio{MARK_ARGS}
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 from catalog import CATALOG_SETTINGS, catalog_project, run, sep_line
 
 from dbtoolkit.seeding import seed_for
+from dbtoolkit.server import find_pg_ctl, postgresql_config
 
 # --- The migration -----------------------------------------------------------------
 
@@ -181,6 +185,47 @@ def test_every_test_sees_only_its_own_data_across_xdist_workers(
     result = run(pytester, "-n", "2")
     result.assert_outcomes(passed=len(ORDER_TEST_NAMES))
     result.stdout.fnmatch_lines([f"2 workers [[]{len(ORDER_TEST_NAMES)} items[]]"])
+
+
+PG_CTL_LOGGER = """\
+#!/bin/sh
+echo "$@" >> {log}
+exec {pg_ctl} "$@"
+"""
+
+
+@pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["in-process", "xdist"])
+def test_a_run_without_database_tests_starts_no_server_and_migrates_nothing(
+    pytester: pytest.Pytester,
+    pytestconfig: pytest.Config,
+    request: pytest.FixtureRequest,
+    args: tuple[str, ...],
+) -> None:
+    catalog_project(pytester)
+    # Where the server's OS user (when pytest runs as root) can run it and write the log.
+    shared = Path(tempfile.mkdtemp(prefix="dbtoolkit-test-"))
+    shared.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(shared))
+    log, pg_ctl = shared / "pg_ctl.log", shared / "pg_ctl"
+    log.touch(mode=0o666)
+    log.chmod(0o666)
+    real = find_pg_ctl(postgresql_config(pytestconfig))
+    pg_ctl.write_text(PG_CTL_LOGGER.format(log=log, pg_ctl=real))
+    pg_ctl.chmod(0o755)
+    env_py = pytester.path / "migrations" / "env.py"
+    marker = f"with open({str(log)!r}, 'a') as log:\n    log.write('migrated\\n')\n"
+    env_py.write_text(marker + env_py.read_text())
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    result = run(pytester, f"--postgresql-exec={pg_ctl}", *args)
+    result.assert_outcomes(passed=2)
+    assert set(log.read_text().splitlines()) == {"--version"}  # the header asks, no more
+    assert not (pytester.path / ".pytest_cache" / "d" / "dbtoolkit").exists()
+
+    # The same with a database test: the log shows the server started and migrated.
+    pytester.makepyfile(test_db="def test_db(db_session):\n    pass\n")
+    run(pytester, f"--postgresql-exec={pg_ctl}", *args).assert_outcomes(passed=3)
+    assert "migrated" in log.read_text().splitlines()
+    assert any(line.startswith("start") for line in log.read_text().splitlines())
 
 
 # --- The header and the settings ---------------------------------------------------

@@ -26,9 +26,8 @@ from port_for import select_random
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from dbtoolkit.plugin import postgresql_config
 from dbtoolkit.schema import MARK
-from dbtoolkit.server import find_pg_ctl, running_server
+from dbtoolkit.server import find_pg_ctl, postgresql_config, running_server
 
 EXISTING_SERVER = make_url(
     os.environ.get("DBTOOLKIT_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -130,7 +129,7 @@ def test_catalog_runs_on_an_existing_server_and_leaves_no_database(pytester):
     catalog(pytester, CATALOG_SETTINGS + f"dbtoolkit_url = {SERVER}\n")
     result = run(pytester, "-n", "2")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["dbtoolkit: server postgresql+psycopg2://*@*, PostgreSQL *"])
+    result.stdout.fnmatch_lines(["dbtoolkit: server postgresql+psycopg2://*@* (from ini)"])
     assert dbtoolkit_databases() <= before
 
 

@@ -1,0 +1,466 @@
+"""The fixture chain, ``seed`` and ``async_seed``: thin pytest glue over the library.
+
+settings -> dbtoolkit_server -> dbtoolkit_template -> dbtoolkit_database -> engine
+-> dbtoolkit_connection -> db_session -> seed fixtures. Each fixture calls one library
+function and may be overridden by a project's conftest.py. What the chain sets up for
+the whole process lives on one ``RunState``, on ``config.stash[STATE]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
+
+from dbtoolkit import isolation, leaks, provision, queries, schema, seeding
+from dbtoolkit.errors import ASYNC_EXTRA, ConfigError
+from dbtoolkit.server import Server, postgresql_config
+from dbtoolkit.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+
+@dataclass
+class RunState:
+    """What one pytest process (the run, or one xdist worker) has set up."""
+
+    settings: Settings
+    factories: tuple[seeding.FactoryClass, ...]
+    run: str  # the run's id, shared by its xdist workers; it names the run's databases
+    worker: str  # "main", or the xdist worker's id
+    handoff: provision.Handoff | None  # under xdist: where the controller provides
+    database: isolation.RunDatabase | None = None
+    connection: isolation.SharedConnection[seeding.Laid] | None = None
+    _own_databases: Iterator[int] = field(default_factory=itertools.count)
+
+    def leaked(self) -> list[leaks.Write]:
+        """What was committed behind the last test's back; the database is put right first."""
+        database = self.database
+        if database is None or database.watch is None:
+            return []
+        put_right = self.connection.reset if self.connection else database.recreate
+        return leaks.check(database.watch, put_right)
+
+    def own_database_name(self) -> str:
+        """A new name for a database of one test's own."""
+        return f"{schema.PREFIX}{self.run}_{self.worker}_{next(self._own_databases) + 1}"
+
+
+@dataclass
+class ItemState:
+    """What dbtoolkit knows of one test: its Faker seed and the seed layers it was given."""
+
+    seed: int
+    seeds: dict[seeding.SeedSpec, seeding.Laid] = field(default_factory=dict)
+
+
+STATE = pytest.StashKey[RunState]()
+TEST = pytest.StashKey[ItemState]()
+ISOLATIONS = ("transaction", "database")
+
+
+@pytest.fixture(scope="session")
+def dbtoolkit_settings(pytestconfig: pytest.Config) -> Settings:
+    """The resolved settings of this run (session scope)."""
+    return pytestconfig.stash[STATE].settings
+
+
+@pytest.fixture(scope="session")
+def _dbtoolkit_provisioned(pytestconfig: pytest.Config) -> Iterator[provision.Provisioned]:
+    state = pytestconfig.stash[STATE]
+    if state.handoff is not None:
+        given = state.handoff.receive()
+        if given is not None:
+            yield given
+            return
+    cache = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
+    with provision.provision(
+        state.settings,
+        postgresql_config(pytestconfig),
+        state.run if state.handoff is None else f"{state.run}_{state.worker}",
+        cache.mkdir("dbtoolkit") if cache is not None else None,
+    ) as provided:
+        yield provided
+
+
+@pytest.fixture(scope="session")
+def dbtoolkit_server(_dbtoolkit_provisioned: provision.Provisioned) -> Server:
+    """The PostgreSQL server of this run (session scope).
+
+    Either the one ``--dbtoolkit-url`` names, or one started with pytest-postgresql's
+    options (binary, host, port, user, password) and removed at the end. Under xdist,
+    the controller starts it once for all workers.
+    """
+    return _dbtoolkit_provisioned.server
+
+
+@pytest.fixture(scope="session")
+def dbtoolkit_template(_dbtoolkit_provisioned: provision.Provisioned) -> str:
+    """The name of the database Alembic migrated to head, once per run (session scope).
+
+    In a server dbtoolkit starts, the migrated data directory is saved in pytest's
+    cache and the next run with the same migrations starts from it.
+    """
+    return _dbtoolkit_provisioned.template
+
+
+@pytest.fixture(scope="session")
+def dbtoolkit_database(
+    pytestconfig: pytest.Config, dbtoolkit_server: Server, dbtoolkit_template: str
+) -> Iterator[URL]:
+    """The URL of this run's (or xdist worker's) copy of the template, dropped at the end.
+
+    With ``--dbtoolkit-database``, that database itself. From the moment it exists,
+    every test is checked for rows committed outside its transaction (leaks).
+    """
+    state = pytestconfig.stash[STATE]
+    if state.settings.database:  # used as it is: neither watched nor recreated
+        yield dbtoolkit_server.url(state.settings.database)
+        return
+    name = f"{schema.PREFIX}{state.run}_{state.worker}"
+    watched = state.settings.leaks != "off"
+    with isolation.RunDatabase(
+        dbtoolkit_server.url(), name, template=dbtoolkit_template, run=state.run, watched=watched
+    ) as database:
+        state.database = database
+        try:
+            yield database.url
+        finally:
+            state.database = None
+        # The last test's teardown is under way: its leaks are checked before the drop.
+        writes = leaks.check(database.watch, lambda: None) if database.watch else []
+    if writes:
+        leaks.report(writes, state.settings.leaks)
+
+
+@pytest.fixture(scope="session")
+def engine(pytestconfig: pytest.Config, dbtoolkit_database: URL) -> Iterator[Engine]:
+    """A SQLAlchemy Engine on the test database (session scope), disposed at the end.
+
+    Its driver is the ``driver`` setting (psycopg2 or psycopg).
+    """
+    state = pytestconfig.stash[STATE]
+    engine = create_engine(dbtoolkit_database.set(drivername=state.settings.dbapi_name))
+    if state.database is not None:  # its pool goes when the database is recreated
+        state.database.engines.append(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def dbtoolkit_connection(
+    engine: Engine, pytestconfig: pytest.Config
+) -> Iterator[isolation.SharedConnection[seeding.Laid]]:
+    """The connection every db_session of this run (or xdist worker) works on.
+
+    Session scope. Its outer transaction is never committed; seed data lies in
+    savepoint layers that tests asking for the same seeds share. If a test commits
+    for real (a raw COMMIT, or code with a connection of its own), the database is
+    recreated from the template.
+    """
+    state = pytestconfig.stash[STATE]
+    recreate = state.database.recreate if state.database else lambda: None
+    with isolation.SharedConnection[seeding.Laid](engine, on_escape=recreate) as shared:
+        state.connection = shared
+        try:
+            yield shared
+        finally:
+            state.connection = None
+
+
+@pytest.fixture
+def db_session(
+    request: pytest.FixtureRequest,
+    dbtoolkit_connection: isolation.SharedConnection[seeding.Laid],
+) -> Iterator[Session]:
+    """A Session whose every change is rolled back after the test, even what it commits.
+
+    Function scope. The bound factories create through it. ``commit()`` and
+    ``rollback()`` work as usual inside the test; a rollback returns to the state the
+    test's seed fixtures laid. Seed fixtures are laid before the test's other fixtures
+    run: session-scoped seeds first, then module-scoped ones, then the rest, each in
+    the order the test requests them. Before the rollback, deferred constraints are
+    checked: a test that leaves one violated fails, as its COMMIT would have.
+
+    A test marked ``@pytest.mark.dbtoolkit(isolation="database")`` gets instead a
+    Session on a database of its own, cloned from the template, where commits are
+    real and other connections see them (``db_session.get_bind()`` is its Engine);
+    the database is dropped after the test.
+    """
+    state, test = request.config.stash[STATE], request.node.stash[TEST]
+    if isolation_of(request.node) == "database":
+        yield from _own_database(request, state)
+        return
+    test.seeds = seeding.prepare(
+        dbtoolkit_connection,
+        requested_seeds(request),
+        factories=state.factories,
+        base_seed=state.settings.seed,
+        test_seed=test.seed,
+    )
+    with dbtoolkit_connection.session() as session, seeding.activate(session):
+        yield session
+
+
+def _own_database(request: pytest.FixtureRequest, state: RunState) -> Iterator[Session]:
+    if state.settings.database:
+        raise ConfigError(
+            'isolation="database" clones the template into a new database, which '
+            "--dbtoolkit-database (testing in one database as it is) rules out; run "
+            "this test without --dbtoolkit-database, on a role that may create databases"
+        )
+    server: Server = request.getfixturevalue("dbtoolkit_server")
+    template: str = request.getfixturevalue("dbtoolkit_template")
+    with (
+        isolation.own_database(
+            server.url(),
+            state.own_database_name(),
+            template=template,
+            run=state.run,
+            drivername=state.settings.dbapi_name,
+        ) as session,
+        seeding.activate(session),
+    ):
+        yield session  # seed fixtures create and commit in the test itself
+
+
+def isolation_of(item: pytest.Item) -> str:
+    """The isolation the test's ``dbtoolkit`` marker asks for; a bad marker is an error."""
+    marker = item.get_closest_marker("dbtoolkit")
+    if marker is None:
+        return "transaction"
+    isolation_ = marker.kwargs.get("isolation")
+    if marker.args or set(marker.kwargs) != {"isolation"} or isolation_ not in ISOLATIONS:
+        raise ConfigError(
+            '@pytest.mark.dbtoolkit takes isolation="transaction" (the default) or '
+            f'isolation="database", got {marker.args or marker.kwargs}; '
+            f"fix the marker on {item.nodeid}"
+        )
+    return str(isolation_)
+
+
+def requested_seeds(request: pytest.FixtureRequest) -> list[seeding.LayerKey]:
+    """The layer keys of the seed fixtures this test requests, widest scope first.
+
+    A module-scoped seed's key names the module, so each module lays its own. pytest
+    offers no public way to find the function behind a fixture name; the test's
+    ``_fixtureinfo`` knows which one applies, overrides included.
+    """
+    definitions = getattr(request.node, "_fixtureinfo", None)
+    if definitions is None:
+        return []
+    keys = []
+    for name in request.fixturenames:
+        fixturedefs = definitions.name2fixturedefs.get(name)
+        spec = getattr(fixturedefs[-1].func, "dbtoolkit_seed", None) if fixturedefs else None
+        if isinstance(spec, seeding.SeedSpec):
+            module = request.node.nodeid.split("::")[0] if spec.scope == "module" else ""
+            keys.append((spec, module))
+    return sorted(keys, key=lambda key: seeding.SCOPES.index(key[0].scope))
+
+
+@pytest.fixture
+def db_bind(db_session: Session) -> Iterator[Callable[..., None]]:
+    """A function that makes the application's session makers open sessions in the test.
+
+    Function scope. ``db_bind(SessionLocal)`` (a ``sessionmaker`` or ``scoped_session``)
+    makes every session the code under test opens from it, in this thread or another,
+    join the test's transaction: what it commits is rolled back with the test, and it
+    sees the test's seed rows and factory objects. The makers are restored afterwards.
+    """
+    with ExitStack() as stack:
+
+        def bind(*makers: Any) -> None:
+            stack.enter_context(isolation.joined(db_session.get_bind(), *makers))
+
+        yield bind
+
+
+@pytest.fixture(autouse=True)
+def _dbtoolkit_reseed(request: pytest.FixtureRequest) -> None:
+    """Seed Faker and factory_boy from the test's node id before its fixtures run."""
+    state = request.config.stash[STATE]
+    test = ItemState(seeding.seed_for(state.settings.seed, request.node.nodeid))
+    request.node.stash[TEST] = test
+    seeding.reseed(test.seed)
+    seeding.set_sequences(state.factories, {})
+
+
+def seed(
+    factory: seeding.FactoryClass, count: int, *, scope: str = "function", **attributes: Any
+) -> Any:
+    """Return a function-scoped fixture that yields ``count`` rows made with ``factory``.
+
+    The rows are laid on db_session's connection before the test's other fixtures,
+    flushed together (one INSERT per table) and committed into the outer transaction,
+    so a ``rollback()`` in the test keeps them. Consecutive tests that ask for the same
+    seeds share them: they are laid once and each test is rolled back to them. The
+    fixture yields the created objects, attached to the test's ``db_session``. Assign
+    it to a name in a conftest.py::
+
+        seeded_users = seed(UserFactory, 5)
+
+    ``scope="module"`` or ``"session"`` lays the rows below the function-scoped seeds,
+    so that tests of the module (or the run) that ask for them share one laying, even
+    when their other seeds differ. A test that does not ask for a seed never sees its
+    rows: its database is rolled back below them, and they are laid again after it.
+    """
+    spec = seeding.SeedSpec.checked(factory, count, attributes, scope)
+
+    def seed_fixture(request: pytest.FixtureRequest, db_session: Session) -> list[Any]:
+        laid = request.node.stash[TEST].seeds.get(spec)
+        if laid is None:  # a database of its own, or asked for through getfixturevalue()
+            factories = request.config.stash[STATE].factories
+            return seeding.create_now(spec, db_session, factories)
+        return [db_session.merge(obj, load=False) for obj in laid.objects]
+
+    seed_fixture.dbtoolkit_seed = spec  # type: ignore[attr-defined]
+    return pytest.fixture(seed_fixture)
+
+
+def _query_assertion(
+    session: Session,
+    assertion: Callable[[int, queries.Bind], AbstractContextManager[queries.Queries]],
+) -> queries.QueryAssertion:
+    def check(
+        count: int, *, bind: queries.Bind | None = None
+    ) -> AbstractContextManager[queries.Queries]:
+        return assertion(count, session if bind is None else bind)
+
+    return check
+
+
+@pytest.fixture
+def assert_num_queries(db_session: Session) -> queries.QueryAssertion:
+    """A function ``(n, *, bind=None)`` whose block fails unless it runs exactly ``n`` queries.
+
+    Function scope; it brings db_session with it. The context manager it returns counts
+    the statements run on what db_session is bound to (the run's shared connection, or
+    the test's own Engine under ``isolation="database"``) or on ``bind`` (an Engine,
+    Connection or Session), savepoints left out, and yields the ``Queries`` it records.
+    When the block ends without an error and the count differs, it raises
+    ``AssertionError`` listing every statement. Its event listener goes with the block::
+
+        def test_users_page_has_no_n_plus_one(db_session, seeded_users, assert_num_queries):
+            with assert_num_queries(2):
+                render_users_page(db_session)
+    """
+    return _query_assertion(db_session, queries.assert_num_queries)
+
+
+@pytest.fixture
+def assert_max_num_queries(db_session: Session) -> queries.QueryAssertion:
+    """A function ``(n, *, bind=None)`` whose block fails if it runs more than ``n`` queries.
+
+    Function scope; otherwise as ``assert_num_queries``, but any count up to ``n`` passes::
+
+        def test_users_page_stays_cheap(db_session, seeded_users, assert_max_num_queries):
+            with assert_max_num_queries(3):
+                render_users_page(db_session)
+    """
+    return _query_assertion(db_session, queries.assert_max_num_queries)
+
+
+# --- Async: AsyncSession tests, with pytest-asyncio (the "async" extra) ---------------
+# Nothing here imports SQLAlchemy's asyncio extension (dbtoolkit.aio) before a test asks
+# for an async fixture: it needs greenlet, which only the async extra installs.
+
+try:
+    import pytest_asyncio
+except ImportError:  # without the extra, the async fixtures say how to get it
+    pytest_asyncio = None  # type: ignore[assignment]
+
+if pytest_asyncio is not None:
+
+    @pytest_asyncio.fixture
+    async def async_db_session(dbtoolkit_async_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+        """An AsyncSession whose every change is rolled back after the test, even commits.
+
+        Function scope, in the event loop pytest-asyncio gives function-scoped
+        fixtures (``asyncio_default_fixture_loop_scope``): run the test in that loop.
+        It has its own connection (driver: the ``async_driver`` setting, asyncpg by
+        default), opened and closed in that loop, so no connection crosses loops.
+        ``create_async`` and ``create_batch_async`` create through it.
+        """
+        from dbtoolkit import aio
+
+        async with aio.isolated_async_session(dbtoolkit_async_engine) as session:
+            with aio.activate(session):
+                yield session
+
+    @pytest.fixture(scope="session")
+    def dbtoolkit_async_engine(
+        dbtoolkit_database: URL, dbtoolkit_settings: Settings
+    ) -> Iterator[AsyncEngine]:
+        """The AsyncEngine under async_db_session (session scope), without a pool.
+
+        Each test opens its connection in its own event loop and closes it there, so no
+        connection outlives a loop; the engine itself belongs to no loop.
+        """
+        from dbtoolkit import aio
+
+        engine = aio.unpooled_engine(
+            dbtoolkit_database.set(drivername=dbtoolkit_settings.async_dbapi_name)
+        )
+        yield engine
+        engine.sync_engine.dispose()
+
+    @pytest_asyncio.fixture
+    async def async_db_bind(async_db_session: AsyncSession) -> AsyncIterator[Callable[..., None]]:
+        """``db_bind`` for async code: ``async_db_bind(async_sessionmaker)``, function scope.
+
+        The application's ``async_sessionmaker`` (or ``async_scoped_session``) opens
+        its sessions on the test's connection, in SAVEPOINTs, until the test ends.
+        """
+        with ExitStack() as stack:
+
+            def bind(*makers: Any) -> None:
+                connection = async_db_session.bind
+                assert connection is not None
+                stack.enter_context(isolation.joined(connection, *makers))
+
+            yield bind
+
+else:
+
+    def _needs_async_extra() -> None:
+        """Without the async extra: says how to install it."""
+        raise ConfigError(ASYNC_EXTRA)
+
+    async_db_session = pytest.fixture(name="async_db_session")(_needs_async_extra)
+    async_db_bind = pytest.fixture(name="async_db_bind")(_needs_async_extra)
+    dbtoolkit_async_engine = pytest.fixture(name="dbtoolkit_async_engine", scope="session")(
+        _needs_async_extra
+    )
+
+
+def async_seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Any:
+    """Return a function-scoped async fixture that yields ``count`` objects from ``factory``.
+
+    The async counterpart of ``seed``: the rows are created through async_db_session
+    with ``create_batch_async`` and committed into its outer transaction, so a
+    ``rollback()`` in the test keeps them::
+
+        async_seeded_users = async_seed(UserFactory, 5)
+    """
+    if pytest_asyncio is None:
+        raise ConfigError(ASYNC_EXTRA)
+
+    async def seed_fixture(async_db_session: AsyncSession) -> list[Any]:
+        from dbtoolkit import aio
+
+        objects = await aio.create_batch_async(
+            factory, count, session=async_db_session, **attributes
+        )
+        await async_db_session.commit()
+        return objects
+
+    return pytest_asyncio.fixture(seed_fixture)
