@@ -27,6 +27,14 @@ class MigrationError(DbtoolkitError):
     """Alembic could not bring the test template to head."""
 
 
+class OutsideDatabaseError(DbtoolkitError):
+    """A connection to a database that is not one of the run's own was refused."""
+
+    def __init__(self, message: str, target: str = "") -> None:
+        super().__init__(message)
+        self.target = target  # the refused database's URL, without its password
+
+
 class IsolationError(DbtoolkitError):
     """A test escaped the transaction that isolates it."""
 

@@ -9,6 +9,7 @@ the whole process lives on one ``RunState``, on ``config.stash[STATE]``.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from dbtoolkit import isolation, leaks, provision, queries, schema, seeding
+from dbtoolkit import isolation, leaks, provision, queries, seeding
 from dbtoolkit.errors import ASYNC_EXTRA, ConfigError
+from dbtoolkit.guard import GUARD, Guard
 from dbtoolkit.server import Server, postgresql_config
 from dbtoolkit.settings import Settings
 
@@ -34,12 +36,20 @@ class RunState:
 
     settings: Settings
     factories: tuple[seeding.FactoryClass, ...]
-    run: str  # the run's id, shared by its xdist workers; it names the run's databases
-    worker: str  # "main", or the xdist worker's id
+    place: provision.Place  # the run's id and server, and this process's database
     handoff: provision.Handoff | None  # under xdist: where the controller provides
     database: isolation.RunDatabase | None = None
     connection: isolation.SharedConnection[seeding.Laid] | None = None
     _own_databases: Iterator[int] = field(default_factory=itertools.count)
+
+    def block(self) -> None:
+        """From now on, refuse connections outside the run's databases."""
+        GUARD.block(
+            self.place.boundary(self.settings.allow_urls),
+            "Point the application at the test database with dbtoolkit_env (e.g. "
+            "DATABASE_URL={url}), or, if the tests really need that database, allow it "
+            "with dbtoolkit_allow_urls (--dbtoolkit-allow-urls)",
+        )
 
     def leaked(self) -> list[leaks.Write]:
         """What was committed behind the last test's back; the database is put right first."""
@@ -51,7 +61,7 @@ class RunState:
 
     def own_database_name(self) -> str:
         """A new name for a database of one test's own."""
-        return f"{schema.PREFIX}{self.run}_{self.worker}_{next(self._own_databases) + 1}"
+        return f"{self.place.database}_{next(self._own_databases) + 1}"
 
 
 @dataclass
@@ -74,18 +84,40 @@ def dbtoolkit_settings(pytestconfig: pytest.Config) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def dbtoolkit_guard() -> Guard:
+    """The guard that refuses connections outside the run's databases (session scope).
+
+    For a test that must reach another server or database on purpose::
+
+        def test_reads_the_reference_data(db_session, dbtoolkit_guard):
+            with dbtoolkit_guard.unblocked():
+                rows = fetch_reference_data(REFERENCE_URL)
+    """
+    return GUARD
+
+
+@pytest.fixture(scope="session")
 def _dbtoolkit_provisioned(pytestconfig: pytest.Config) -> Iterator[provision.Provisioned]:
     state = pytestconfig.stash[STATE]
+    state.block()
+    place = state.place
     if state.handoff is not None:
         given = state.handoff.receive()
         if given is not None:
             yield given
             return
+        # No worker's collected tests asked: this one asked through getfixturevalue().
+        # It gets a server of its own, and the application learns of it late.
+        pg = postgresql_config(pytestconfig)
+        place = provision.Place.plan(state.settings, pg, f"{place.run}_{place.worker}", "own")
+        os.environ.update(place.environment(state.settings.env))
+        state.place = place
+        state.block()
     cache = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
     with provision.provision(
         state.settings,
         postgresql_config(pytestconfig),
-        state.run if state.handoff is None else f"{state.run}_{state.worker}",
+        place,
         cache.mkdir("dbtoolkit") if cache is not None else None,
     ) as provided:
         yield provided
@@ -125,10 +157,13 @@ def dbtoolkit_database(
     if state.settings.database:  # used as it is: neither watched nor recreated
         yield dbtoolkit_server.url(state.settings.database)
         return
-    name = f"{schema.PREFIX}{state.run}_{state.worker}"
     watched = state.settings.leaks != "off"
     with isolation.RunDatabase(
-        dbtoolkit_server.url(), name, template=dbtoolkit_template, run=state.run, watched=watched
+        dbtoolkit_server.url(),
+        state.place.database,
+        template=dbtoolkit_template,
+        run=state.place.run,
+        watched=watched,
     ) as database:
         state.database = database
         try:
@@ -224,7 +259,7 @@ def _own_database(request: pytest.FixtureRequest, state: RunState) -> Iterator[S
             server.url(),
             state.own_database_name(),
             template=template,
-            run=state.run,
+            run=state.place.run,
             drivername=state.settings.dbapi_name,
         ) as session,
         seeding.activate(session),

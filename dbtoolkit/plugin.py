@@ -6,6 +6,8 @@ itself is done by the library modules they call.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import uuid
 from collections.abc import Generator
@@ -31,20 +33,26 @@ from dbtoolkit.fixtures import (  # noqa: F401 (registered as the plugin's fixtu
     dbtoolkit_async_engine,
     dbtoolkit_connection,
     dbtoolkit_database,
+    dbtoolkit_guard,
     dbtoolkit_server,
     dbtoolkit_settings,
     dbtoolkit_template,
     engine,
     isolation_of,
 )
-from dbtoolkit.provision import Handoff, provision
+from dbtoolkit.guard import GUARD
+from dbtoolkit.provision import Handoff, Place, provision
 from dbtoolkit.server import binary_version, find_pg_ctl, postgresql_config, service_user
-from dbtoolkit.settings import add_options, resolve
+from dbtoolkit.settings import Settings, add_options, resolve
 
 # The key of what the xdist controller hands its workers in ``workerinput``.
 SHARED = "dbtoolkit"
+# Its run and port, for its workers before they load their conftest.py files.
+XDIST_PLACE = "_DBTOOLKIT_XDIST_PLACE"
 # The fixture every fixture that needs the server depends on.
 PROVISIONED = "_dbtoolkit_provisioned"
+# The settings, and where the databases will be, from before the conftest.py files.
+EARLY = pytest.StashKey[tuple[Settings, Place]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,10 +60,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Resolve the settings and bind the factories before test modules import them."""
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Point the application at the test database before conftest.py files import it.
+
+    The settings are resolved here, once, and the place of the run's databases is
+    chosen (the port of a server dbtoolkit will start, this process's database), so
+    the ``env`` setting's variables hold the values the run will use.
+    """
+    options = early_config.known_args_namespace
     try:
-        settings = resolve(config)
+        settings = resolve(early_config, options)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    pg = postgresql_config(early_config, options)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    given = os.environ.pop(XDIST_PLACE, None) if worker else None  # children don't inherit
+    if worker and given:
+        run, port = json.loads(given)
+        place = Place.plan(settings, pg, run, worker, port)
+    else:
+        place = Place.plan(settings, pg, uuid.uuid4().hex[:12], "main")
+    os.environ.update(place.environment(settings.env))
+    early_config.stash[EARLY] = settings, place
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Bind the factories before test modules import them; set up the run's state."""
+    settings, place = config.stash[EARLY]
+    try:
         factories = seeding.factory_classes(settings.factories)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -66,21 +99,23 @@ def pytest_configure(config: pytest.Config) -> None:
         "the migrated template and dropped afterwards, in which db_session commits for real",
     )
     workerinput = getattr(config, "workerinput", None)
+    handoff = None
     if workerinput is not None:  # an xdist worker
         shared = workerinput[SHARED]
-        config.stash[STATE] = RunState(
-            settings,
-            factories,
-            run=shared["run"],
-            worker=workerinput["workerid"],
-            handoff=Handoff(Path(shared["handoff"])),
-        )
-        return
-    config.stash[STATE] = RunState(
-        settings, factories, run=uuid.uuid4().hex[:12], worker="main", handoff=None
-    )
-    if config.pluginmanager.hasplugin("xdist"):
+        handoff = Handoff(Path(shared["handoff"]))
+        if place.run != shared["run"]:  # its environment did not say: set it again, late
+            pg = postgresql_config(config)
+            place = Place.plan(settings, pg, shared["run"], workerinput["workerid"], shared["port"])
+            os.environ.update(place.environment(settings.env))
+    config.stash[STATE] = RunState(settings, factories, place, handoff)
+    if workerinput is None and config.getoption("dist", "no") != "no":
+        os.environ[XDIST_PLACE] = json.dumps([place.run, place.port])
         config.pluginmanager.register(_XdistController(config), "dbtoolkit-xdist-controller")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run is over: let connections through again."""
+    GUARD.unblock()
 
 
 class _XdistController:
@@ -96,19 +131,24 @@ class _XdistController:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        run = self.config.stash[STATE].run
-        node.workerinput[SHARED] = {"run": run, "handoff": str(self.handoff.directory)}
+        place = self.config.stash[STATE].place
+        node.workerinput[SHARED] = {
+            "run": place.run,
+            "port": place.port,
+            "handoff": str(self.handoff.directory),
+        }
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if self.handoff.asked(node.gateway.id):
             state = self.config.stash[STATE]
+            state.block()
             cache = getattr(self.config, "cache", None)  # absent with -p no:cacheprovider
             self.handoff.give(
                 lambda: provision(
                     state.settings,
                     postgresql_config(self.config),
-                    state.run,
+                    state.place,
                     cache.mkdir("dbtoolkit") if cache is not None else None,
                 )
             )
@@ -119,12 +159,15 @@ class _XdistController:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """An xdist worker whose tests use the database asks the controller for it."""
+    """When the collected tests use the database, the guard blocks from now on.
+
+    An xdist worker asks the controller for the database too.
+    """
     state = session.config.stash[STATE]
-    if state.handoff is not None and any(
-        PROVISIONED in getattr(item, "fixturenames", ()) for item in session.items
-    ):
-        state.handoff.ask(state.worker)
+    if any(PROVISIONED in getattr(item, "fixturenames", ()) for item in session.items):
+        state.block()
+        if state.handoff is not None:
+            state.handoff.ask(state.place.worker)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -154,13 +197,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     scripts = ""
     if settings.script_location is not None:
         scripts = f", scripts {settings.describe('script_location')}"
-    return [
+    lines = [
         f"dbtoolkit: {server}",
         f"dbtoolkit: schema {settings.describe('alembic_ini')}{scripts}, head {head}; "
         f"factories {settings.describe('factories')}, {len(state.factories)} bound; "
         f"seed {settings.describe('seed')}; leaks {settings.describe('leaks')}; "
         f"driver {settings.describe('driver')}",
     ]
+    if settings.env:
+        variables = state.place.environment(settings.env, mask=True)
+        listed = ", ".join(f"{name}={value}" for name, value in variables.items())
+        lines.append(f"dbtoolkit: env {listed} (from {settings.sources['env']})")
+    if settings.migrate_command:
+        lines.append(f"dbtoolkit: migrate with {settings.describe('migrate_command')}")
+    if settings.allow_urls:
+        lines.append(f"dbtoolkit: may also connect to {settings.describe('allow_urls')}")
+    return lines
 
 
 @pytest.hookimpl(wrapper=True)
@@ -185,12 +237,31 @@ def pytest_runtest_makereport(
     return report
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     """Before a test without db_session, drop the seed layers so no rows stay locked."""
     isolation_of(item)  # a bad marker is an error, with or without db_session
     shared = item.config.stash[STATE].connection
     if shared is not None and "db_session" not in getattr(item, "fixturenames", ()):
         shared.prepare([], seeding.lay)  # type: ignore[arg-type]
+    with GUARD.doing(f"the setup of {item.nodeid}"):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    """Name the fixture being set up, for the guard's refusal."""
+    with GUARD.doing(f"fixture {fixturedef.argname!r} (in the setup of {request.node.nodeid})"):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Name the test being run, for the guard's refusal."""
+    with GUARD.doing(f"test {item.nodeid}"):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -202,7 +273,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     test, ``dbtoolkit_database`` checks before it drops the database.
     """
     try:
-        return (yield)
+        with GUARD.doing(f"the teardown of {item.nodeid}"):
+            return (yield)
     finally:
         state = item.config.stash[STATE]
         writes = state.leaked()

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import pwd
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from port_for import get_port
 from pytest_postgresql.config import PostgreSQLConfig
+from sqlalchemy.engine import URL
 
 from dbtoolkit import cache, errors, leaks, schema
-from dbtoolkit.errors import DbtoolkitError, ServerError
+from dbtoolkit.errors import ConfigError, DbtoolkitError, ServerError
+from dbtoolkit.guard import Boundary, endpoint
 from dbtoolkit.server import (
     LocalServer,
     Server,
@@ -36,6 +41,102 @@ from dbtoolkit.settings import Settings
 LOCAL_TEMPLATE = f"{schema.PREFIX}template"
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where one process's databases are, known before any server starts.
+
+    The run's server (``started``: one dbtoolkit starts, on a port chosen now; else the
+    one ``--dbtoolkit-url`` names), the role, and this process's own database: a copy
+    of the template named for the run and the xdist worker, or ``--dbtoolkit-database``.
+    """
+
+    run: str
+    worker: str
+    host: str
+    port: int
+    user: str
+    password: str | None
+    started: bool
+    as_is: str | None = None
+
+    @classmethod
+    def plan(
+        cls, settings: Settings, pg: PostgreSQLConfig, run: str, worker: str, port: int = 0
+    ) -> Place:
+        """The place of ``run``'s databases, on ``port``, or ``pg.port``, or a free port."""
+        if settings.url is not None:
+            url = settings.url
+            return cls(
+                run,
+                worker,
+                host=url.host or "localhost",
+                port=url.port or 5432,
+                user=url.username or pwd.getpwuid(os.geteuid()).pw_name,
+                password=url.password,
+                started=False,
+                as_is=settings.database,
+            )
+        chosen = port or get_port(pg.port)
+        assert chosen is not None
+        return cls(run, worker, pg.host, chosen, pg.user, pg.password, started=True)
+
+    @property
+    def database(self) -> str:
+        """The database this process tests in."""
+        return self.as_is or f"{schema.PREFIX}{self.run}_{self.worker}"
+
+    def owns(self, database: str) -> bool:
+        """Whether ``database`` is one of the run's own."""
+        return (
+            database.startswith(f"{schema.PREFIX}{self.run}_")
+            or database == self.as_is
+            or (self.started and database == LOCAL_TEMPLATE)
+        )
+
+    def url(self, database: str | None = None, drivername: str = "postgresql") -> URL:
+        """The URL of ``database`` (by default this process's own) on the run's server."""
+        return URL.create(
+            drivername,
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=database or self.database,
+        )
+
+    def environment(
+        self,
+        variables: Iterable[tuple[str, str]],
+        database: str | None = None,
+        *,
+        mask: bool = False,
+    ) -> dict[str, str]:
+        """The ``env`` setting's variables, filled in for ``database``.
+
+        By default this process's own database; ``mask`` hides the password, for display.
+        """
+        url = self.url(database)
+        values = {
+            "host": self.host,
+            "port": str(self.port),
+            "database": url.database,
+            "user": self.user,
+            "password": "***" if mask and self.password else self.password or "",
+            "url": url.render_as_string(hide_password=mask),
+        }
+        return {name: template.format(**values) for name, template in variables}
+
+    def boundary(self, allowed: Iterable[URL]) -> Boundary:
+        """What the guard lets through: the run's databases, and the ``allowed`` URLs."""
+        return Boundary(
+            server=endpoint(self.host, self.port),
+            owns=self.owns,
+            allowed=frozenset(
+                (endpoint(url.host, url.port), url.database or "") for url in allowed
+            ),
+        )
+
+
 class Provisioned(NamedTuple):
     """The run's server, and the name of its template database, migrated to head."""
 
@@ -45,17 +146,36 @@ class Provisioned(NamedTuple):
 
 @contextmanager
 def provision(
-    settings: Settings, pg: PostgreSQLConfig, run: str, cache_root: Path | None
+    settings: Settings, pg: PostgreSQLConfig, place: Place, cache_root: Path | None
 ) -> Iterator[Provisioned]:
     """Yield the run's server and migrated template; remove what was created on exit."""
     head = schema.head_revision(settings.alembic())
     if settings.url is not None:
         server = existing_server(settings.url)
-        with _template_on_existing_server(server, settings, run) as template:
+        with _template_on_existing_server(server, settings, place) as template:
             yield Provisioned(server, template)
     else:
-        with _local_server_and_template(settings, pg, run, cache_root, head) as provided:
+        with _local_server_and_template(settings, pg, place, cache_root, head) as provided:
             yield Provisioned(*provided)
+
+
+def _migrate(settings: Settings, place: Place, template: str, server: Server) -> None:
+    """Bring ``template`` to head: in-process, or with the project's migration command."""
+    if settings.migrate_command is not None and not settings.env:
+        raise ConfigError(
+            "dbtoolkit_migrate_command runs your command with the env setting's variables "
+            "pointing the application at the template; set dbtoolkit_env too "
+            "(e.g. DATABASE_URL={url})"
+        )
+    url = server.url(template, drivername=settings.dbapi_name)
+    schema.migrate(
+        settings.alembic(url),
+        url,
+        async_url=url.set(drivername=settings.async_dbapi_name),
+        command_line=settings.migrate_command,
+        environment=place.environment(settings.env, template),
+        cwd=settings.alembic_ini.parent,
+    )
 
 
 class Handoff:
@@ -118,34 +238,31 @@ class Handoff:
 
 
 @contextmanager
-def _template_on_existing_server(server: Server, settings: Settings, run: str) -> Iterator[str]:
+def _template_on_existing_server(server: Server, settings: Settings, place: Place) -> Iterator[str]:
     admin = server.url()
     if settings.database:
         # The one database used as it is: migrated in place, one run at a time, never dropped.
         schema.check_test_database(settings.database, settings.allow_nontest_database)
-        url = server.url(settings.database)
         with schema.run_lock(admin, f"migrate {settings.database}"):
-            schema.upgrade_to_head(settings.alembic(url))
+            _migrate(settings, place, settings.database, server)
         yield settings.database
         return
     with ExitStack() as stack:
         # A shared server: hold this run's lock, and clean up after runs that were killed.
-        stack.enter_context(schema.run_lock(admin, run))
+        stack.enter_context(schema.run_lock(admin, place.run))
         schema.drop_abandoned(admin)
-        name = f"{schema.PREFIX}{run}_tmpl"
-        url = stack.enter_context(schema.created_database(admin, name, run=run))
-        schema.upgrade_to_head(settings.alembic(url))
+        name = f"{schema.PREFIX}{place.run}_tmpl"
+        url = stack.enter_context(schema.created_database(admin, name, run=place.run))
+        _migrate(settings, place, name, server)
         leaks.install(url)
         yield name
 
 
 @contextmanager
 def _local_server_and_template(
-    settings: Settings, pg: PostgreSQLConfig, run: str, cache_root: Path | None, head: str
+    settings: Settings, pg: PostgreSQLConfig, place: Place, cache_root: Path | None, head: str
 ) -> Iterator[tuple[Server, str]]:
     pg_ctl = find_pg_ctl(pg)
-    port = get_port(pg.port)
-    assert port is not None
     version = binary_version(pg_ctl)
     key = cache.key(settings.alembic(), pg_ctl, version, pg.user, pg.password)
     cluster_key = cache.cluster_key(pg_ctl, version, pg.user, pg.password)
@@ -164,8 +281,8 @@ def _local_server_and_template(
                 save_initdb_to = cache.destination(clusters, cluster_key)
         return running_server(
             pg_ctl,
-            host=pg.host,
-            port=port,
+            host=place.host,
+            port=place.port,
             user=pg.user,
             password=pg.password,
             startparams=pg.startparams,
@@ -182,10 +299,9 @@ def _local_server_and_template(
             return
         if cache_root is not None:
             cache.discard(cache_root, key)  # whatever was there did not serve
-        schema.create_database(local.server.url(), LOCAL_TEMPLATE, run=run)
-        template_url = local.server.url(LOCAL_TEMPLATE)
-        schema.upgrade_to_head(settings.alembic(template_url))
-        leaks.install(template_url)
+        schema.create_database(local.server.url(), LOCAL_TEMPLATE, run=place.run)
+        _migrate(settings, place, LOCAL_TEMPLATE, local.server)
+        leaks.install(local.server.url(LOCAL_TEMPLATE))
         if cache_root is not None:
             local.save_on_stop(cache.destination(cache_root, key))
         yield local.server, LOCAL_TEMPLATE

@@ -8,8 +8,12 @@ databases created here are ever dropped here.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import shlex
+import subprocess
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,10 +24,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
-from dbtoolkit.errors import ConfigError, MigrationError, ServerError
+from dbtoolkit.errors import ConfigError, MigrationError, OutsideDatabaseError, ServerError
+from dbtoolkit.guard import GUARD
 from dbtoolkit.server import connect
 
 # Every database dbtoolkit creates on a server has this name prefix and this comment.
@@ -85,26 +92,135 @@ def current_revision(url: URL) -> str | None:
     return str(row[0]) if row else None
 
 
-def upgrade_to_head(config: Config) -> None:
-    """Run ``alembic upgrade head``; a failure names the revision that raised."""
-    head_revision(config)
+# How to migrate with an env.py that does not take the URL dbtoolkit gives it.
+ENV_PY_FIXES = (
+    "make env.py use the sqlalchemy.url or the connection (config.attributes['connection']) "
+    "dbtoolkit hands it, or set dbtoolkit_migrate_command (e.g. 'alembic upgrade head', "
+    "'flask db upgrade') to migrate in a process of its own, with dbtoolkit_env pointing "
+    "the application's settings at the template"
+)
+
+
+def migrate(
+    config: Config,
+    url: URL,
+    *,
+    async_url: URL,
+    command_line: str | None = None,
+    environment: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
+    """Bring the template at ``url`` to head, and check that the migrations landed there.
+
+    In-process, env.py finds the template both in ``sqlalchemy.url`` (``async_url``
+    when env.py is async) and as ``config.attributes["connection"]``, Alembic's recipe
+    for sharing a connection; only the template may be reached meanwhile. Or
+    ``command_line`` runs in a subprocess with ``environment`` pointing the
+    application at the template. Either way, the template must then be at head.
+    """
+    head = head_revision(config)
+    env_py = Path(ScriptDirectory.from_config(config).dir) / "env.py"
+    if command_line is not None:
+        what = f"the migration command {command_line!r}"
+        _run(command_line, environment or {}, cwd)
+        seen: list[str] = []
+    else:
+        what = f"alembic upgrade head ({env_py})"
+        seen = _upgrade(config, url, async_url, env_py)
+    revision = current_revision(url)
+    if revision != head:
+        went = f" (it connected to {', '.join(seen)})" if seen else ""
+        raise MigrationError(
+            f"{what} finished, but the template {url.database!r} is at "
+            f"{revision or 'no revision'}, not at head {head}: the migrations went to "
+            f"another database{went}; " + ENV_PY_FIXES
+        )
+
+
+def _upgrade(config: Config, url: URL, async_url: URL, env_py: Path) -> list[str]:
+    """Run ``alembic upgrade head`` in-process; return the other databases env.py reached."""
+    if env_py.is_file() and _ASYNC_ENV_PY.search(env_py.read_text(errors="replace")):
+        config.set_main_option(
+            "sqlalchemy.url", async_url.render_as_string(hide_password=False).replace("%", "%%")
+        )
+    engine = create_engine(url, poolclass=NullPool)
     try:
-        command.upgrade(config, "head")
+        with (
+            GUARD.only(url.database or "") as seen,
+            GUARD.doing(f"alembic's env.py ({env_py})"),
+            engine.begin() as connection,
+        ):
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
     except Exception as exc:
-        raise MigrationError(_describe_failure(config, exc)) from exc
+        raise MigrationError(_describe_failure(config, exc, env_py)) from exc
+    finally:
+        config.attributes.pop("connection", None)
+        engine.dispose()
+    return seen
 
 
-def _describe_failure(config: Config, exc: BaseException) -> str:
+# An env.py written from Alembic's async template migrates through an AsyncEngine.
+_ASYNC_ENV_PY = re.compile(r"\basync_engine_from_config\b|\bcreate_async_engine\b")
+
+
+def _run(command_line: str, environment: Mapping[str, str], cwd: Path | None) -> None:
+    fix = "fix the command or dbtoolkit_migrate_command (--dbtoolkit-migrate-command)"
+    try:
+        result = subprocess.run(
+            shlex.split(command_line),
+            cwd=cwd,
+            env={**os.environ, **environment},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise MigrationError(
+            f"the migration command {command_line!r} could not start: {exc.strerror}; {fix}"
+        ) from None
+    if result.returncode != 0:
+        output = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        raise MigrationError(
+            f"the migration command {command_line!r} failed with exit status "
+            f"{result.returncode}: {output[-1] if output else 'no output'}; {fix}"
+        )
+
+
+def _describe_failure(config: Config, exc: BaseException, env_py: Path) -> str:
     cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    if isinstance(cause, OutsideDatabaseError):
+        return (
+            f"alembic upgrade head failed: env.py ({env_py}) connected to {cause.target} "
+            "instead of the template dbtoolkit migrates, so it takes its URL from elsewhere "
+            "(the application's settings, .env); nothing was sent there; " + ENV_PY_FIXES
+        )
     lines = str(cause).strip().splitlines()
     error = f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     script = _failing_script(config, exc.__traceback__)
-    if script is None:
+    if script is not None:
+        return (
+            f"alembic upgrade head failed in revision {script.revision} "
+            f"({script.doc}; {script.path}): {error}"
+        )
+    if not _in_traceback(env_py, exc.__traceback__):
         return f"alembic upgrade head failed: {error}"
-    return (
-        f"alembic upgrade head failed in revision {script.revision} "
-        f"({script.doc}; {script.path}): {error}"
+    cause_hint = (
+        "env.py needs the application (a Flask app context)"
+        if "application context" in error
+        else "env.py may need the application or its settings (.env)"
     )
+    return (
+        f"alembic upgrade head failed in env.py ({env_py}): {error}; {cause_hint}: " + ENV_PY_FIXES
+    )
+
+
+def _in_traceback(path: Path, tb: types.TracebackType | None) -> bool:
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _failing_script(config: Config, tb: types.TracebackType | None) -> Script | None:

@@ -43,6 +43,7 @@ from pytest_postgresql.factories._pg import _pg_exe
 from sqlalchemy.engine import URL
 
 from dbtoolkit.errors import ServerError
+from dbtoolkit.guard import GUARD
 
 # Tried in this order when running as root: Debian's and most packages' server user,
 # then the user every Linux has.
@@ -86,8 +87,15 @@ class Server:
         )
 
 
-def postgresql_config(pytestconfig: Any) -> PostgreSQLConfig:
-    """pytest-postgresql's settings (its --postgresql-* options and ini keys) for a run."""
+def postgresql_config(pytestconfig: Any, options: Any = None) -> PostgreSQLConfig:
+    """pytest-postgresql's settings (its --postgresql-* options and ini keys) for a run.
+
+    ``options``: the parsed command line, when ``pytestconfig.option`` is not filled yet.
+    """
+    if options is not None:
+        pytestconfig = SimpleNamespace(
+            getoption=lambda name: getattr(options, name, None), getini=pytestconfig.getini
+        )
     # pytest-postgresql reads its options through request.config only.
     return get_config(SimpleNamespace(config=pytestconfig))  # type: ignore[arg-type]
 
@@ -292,7 +300,8 @@ def wait_until_accepting(server: Server, datadir: Path, timeout: float = 60) -> 
     started = time.monotonic()
     while True:
         try:
-            psycopg2.connect(**_connect_args(server.url())).close()
+            with GUARD.admin():
+                psycopg2.connect(**_connect_args(server.url())).close()
             return
         except psycopg2.OperationalError as exc:
             waited = time.monotonic() - started
@@ -465,9 +474,10 @@ def connect(url: URL, **options: Any) -> psycopg2.extensions.connection:
     more setting itself up than the few statements take.
     """
     try:
-        connection: psycopg2.extensions.connection = psycopg2.connect(
-            **_connect_args(url), **options
-        )
+        with GUARD.admin():
+            connection: psycopg2.extensions.connection = psycopg2.connect(
+                **_connect_args(url), **options
+            )
     except psycopg2.OperationalError as exc:
         raise ServerError(connection_failure(url, exc)) from None
     return connection

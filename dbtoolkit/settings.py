@@ -111,6 +111,29 @@ OPTIONS = (
         ("asyncpg", "psycopg"),
     ),
     Option(
+        "env",
+        "Environment variables that point the application at the test database, set before "
+        "conftest.py files and test modules are imported: NAME=template lines whose {host}, "
+        "{port}, {database}, {user}, {password} and {url} are the run's (or xdist worker's) "
+        "database (comma-separated on the command line and in the environment)",
+        "",
+        "list",
+    ),
+    Option(
+        "migrate_command",
+        "Migrate the template with this command (e.g. 'flask db upgrade' or 'alembic upgrade "
+        "head'), run in a subprocess with the env setting's variables pointing at the "
+        "template, instead of running Alembic in-process",
+        "",
+    ),
+    Option(
+        "allow_urls",
+        "Database URLs that the run may connect to besides its own databases "
+        "(comma-separated on the command line and in the environment)",
+        "",
+        "list",
+    ),
+    Option(
         "leaks",
         "What to do when rows were committed outside the test's transaction while it ran: "
         "fail the test at teardown, warn, or not check",
@@ -134,6 +157,9 @@ class Settings:
     allow_nontest_database: bool
     driver: str
     async_driver: str
+    env: tuple[tuple[str, str], ...]
+    migrate_command: str | None
+    allow_urls: tuple[URL, ...]
     leaks: str
     sources: Mapping[str, Source]
 
@@ -174,13 +200,17 @@ def add_options(parser: pytest.Parser) -> None:
             parser.addini(option.ini, option.help, type="string", default=None)
 
 
-def resolve(config: pytest.Config) -> Settings:
-    """Resolve every setting once: CLI > environment > ini > default."""
+def resolve(config: pytest.Config, options: Any = None) -> Settings:
+    """Resolve every setting once: CLI > environment > ini > default.
+
+    ``options``: the parsed command line, when ``config.option`` is not filled yet
+    (before the initial conftest.py files are loaded).
+    """
     raw: dict[str, str | list[str]] = {}
     sources: dict[str, Source] = {}
     base: dict[str, Path] = {}
     for option in OPTIONS:
-        cli = config.getoption(option.ini)
+        cli = getattr(options, option.ini) if options is not None else config.getoption(option.ini)
         ini = config.getini(option.ini)
         if cli is not None:
             raw[option.name], sources[option.name] = cli, "cli"
@@ -198,14 +228,7 @@ def resolve(config: pytest.Config) -> Settings:
     values = {
         option.name: _convert(option, raw[option.name], sources[option.name]) for option in OPTIONS
     }
-    url = values["url"]
-    try:
-        parsed_url = make_url(url) if url else None
-    except ArgumentError:
-        raise ConfigError(
-            f"dbtoolkit url is not a database URL (from {sources['url']}); fix --dbtoolkit-url, "
-            "DBTOOLKIT_URL or dbtoolkit_url, e.g. postgresql://user@localhost:5432/postgres"
-        ) from None
+    parsed_url = _url(values["url"], "url", sources) if values["url"] else None
     if values["database"] and parsed_url is None:
         raise ConfigError(
             "--dbtoolkit-database names a database on a running server; give that server "
@@ -225,9 +248,46 @@ def resolve(config: pytest.Config) -> Settings:
         allow_nontest_database=values["allow_nontest_database"],
         driver=_driver(values["driver"], sources, parsed_url),
         async_driver=values["async_driver"],
+        env=tuple(_variable(line, sources["env"]) for line in values["env"]),
+        migrate_command=values["migrate_command"] or None,
+        allow_urls=tuple(_url(text, "allow_urls", sources) for text in values["allow_urls"]),
         leaks=values["leaks"],
         sources=sources,
     )
+
+
+def _url(text: str, name: str, sources: Mapping[str, Source]) -> URL:
+    try:
+        return make_url(text)
+    except ArgumentError:
+        option = next(option for option in OPTIONS if option.name == name)
+        raise ConfigError(
+            f"dbtoolkit {name} is not a database URL (from {sources[name]}); fix "
+            f"{option.cli}, {option.env} or {option.ini}, "
+            "e.g. postgresql://user@localhost:5432/postgres"
+        ) from None
+
+
+_PLACEHOLDERS = {"host", "port", "database", "user", "password", "url"}
+
+
+def _variable(line: str, source: Source) -> tuple[str, str]:
+    """``NAME=template`` as a pair; the template's placeholders are checked now."""
+    name, equals, template = line.partition("=")
+    fix = "fix --dbtoolkit-env, DBTOOLKIT_ENV or dbtoolkit_env"
+    if not equals or not name.strip().isidentifier():
+        raise ConfigError(
+            f"dbtoolkit env takes NAME=value lines, got {line!r} (from {source}); "
+            f"{fix}, e.g. DATABASE_URL={{url}}"
+        )
+    try:
+        template.format(**dict.fromkeys(_PLACEHOLDERS, ""))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"dbtoolkit env line {line!r} (from {source}) has an unknown placeholder "
+            f"{exc}; the placeholders are {{{'}, {'.join(sorted(_PLACEHOLDERS))}}}; {fix}"
+        ) from None
+    return name.strip(), template.strip()
 
 
 def _driver(driver: str, sources: dict[str, Source], url: URL | None) -> str:

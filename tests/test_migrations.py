@@ -44,7 +44,7 @@ def revisions() -> list[str]:
 @pytest.fixture
 def scratch_url(dbtoolkit_server, pytestconfig) -> Iterator[URL]:
     # Named and marked like the run's own databases, so a killed run's are cleaned up.
-    run = pytestconfig.stash[STATE].run
+    run = pytestconfig.stash[STATE].place.run
     name = f"{schema.PREFIX}{run}_scratch_{uuid.uuid4().hex[:8]}"
     with schema.created_database(dbtoolkit_server.url(), name, run=run) as url:
         yield url

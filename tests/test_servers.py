@@ -55,6 +55,13 @@ def test_starts_empty(db_session):
 """
 
 
+@pytest.fixture(autouse=True)
+def _reach_other_servers(dbtoolkit_guard):
+    """These tests start, inspect and clean servers that are not the run's own."""
+    with dbtoolkit_guard.unblocked():
+        yield
+
+
 def admin(statement: str, url: URL = EXISTING_SERVER) -> list[tuple[object, ...]]:
     """Run one statement on the existing server, outside a transaction."""
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
