@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from dbtoolkit import isolation, leaks, provision, queries, seeding
 from dbtoolkit.errors import ASYNC_EXTRA, ConfigError
 from dbtoolkit.guard import GUARD, Guard
+from dbtoolkit.sandbox import Sandbox, own
 from dbtoolkit.server import Server, postgresql_config
 from dbtoolkit.settings import Settings
 
@@ -39,7 +40,10 @@ class RunState:
     place: provision.Place  # the run's id and server, and this process's database
     handoff: provision.Handoff | None  # under xdist: where the controller provides
     database: isolation.RunDatabase | None = None
+    sandbox: Sandbox | None = None  # while the test database exists
     connection: isolation.SharedConnection[seeding.Laid] | None = None
+    # The layers that fixtures wider than a test laid through the application, bottom first.
+    fixture_layers: list[seeding.LayerKey] = field(default_factory=list)
     _own_databases: Iterator[int] = field(default_factory=itertools.count)
 
     def block(self) -> None:
@@ -59,6 +63,33 @@ class RunState:
         put_right = self.connection.reset if self.connection else database.recreate
         return leaks.check(database.watch, put_right)
 
+    @contextmanager
+    def wider_fixture(self, fixturedef: pytest.FixtureDef[Any]) -> Iterator[None]:
+        """A fixture wider than a test is set up: what the application writes in it is kept.
+
+        It becomes a layer of shared seed data below the tests' own seeds, as long as
+        the fixture lives (the first superuser, a logged-in client).
+        """
+        shared = self.connection
+        if (
+            shared is None
+            or fixturedef.scope == "function"
+            or fixturedef.func.__module__ == __name__
+        ):
+            yield
+            return
+        seeding.prepare_fixture_layers(shared, self.fixture_layers)
+        yield
+        if shared.written:
+            key = seeding.fixture_layer(shared, fixturedef.argname)
+            self.fixture_layers.append(key)
+
+            def forget() -> None:  # the fixture is gone: so is its layer, at the next test
+                if key in self.fixture_layers:
+                    self.fixture_layers.remove(key)
+
+            fixturedef.addfinalizer(forget)
+
     def own_database_name(self) -> str:
         """A new name for a database of one test's own."""
         return f"{self.place.database}_{next(self._own_databases) + 1}"
@@ -70,6 +101,7 @@ class ItemState:
 
     seed: int
     seeds: dict[seeding.SeedSpec, seeding.Laid] = field(default_factory=dict)
+    bound: bool = False  # the test used db_bind
 
 
 STATE = pytest.StashKey[RunState]()
@@ -154,24 +186,30 @@ def dbtoolkit_database(
     every test is checked for rows committed outside its transaction (leaks).
     """
     state = pytestconfig.stash[STATE]
-    if state.settings.database:  # used as it is: neither watched nor recreated
-        yield dbtoolkit_server.url(state.settings.database)
-        return
-    watched = state.settings.leaks != "off"
-    with isolation.RunDatabase(
-        dbtoolkit_server.url(),
-        state.place.database,
-        template=dbtoolkit_template,
-        run=state.place.run,
-        watched=watched,
-    ) as database:
-        state.database = database
-        try:
-            yield database.url
-        finally:
-            state.database = None
-        # The last test's teardown is under way: its leaks are checked before the drop.
-        writes = leaks.check(database.watch, lambda: None) if database.watch else []
+    with ExitStack() as stack:
+        state.sandbox = Sandbox(state.place.host, state.place.port, state.place.database)
+        state.sandbox.install()
+        stack.callback(state.sandbox.uninstall)
+        stack.callback(setattr, state, "sandbox", None)
+        if state.settings.database:  # used as it is: neither watched nor recreated
+            yield dbtoolkit_server.url(state.settings.database)
+            return
+        watched = state.settings.leaks != "off"
+        with isolation.RunDatabase(
+            dbtoolkit_server.url(),
+            state.place.database,
+            template=dbtoolkit_template,
+            run=state.place.run,
+            watched=watched,
+        ) as database:
+            database.engines.append(state.sandbox)  # the application's go on recreate too
+            state.database = database
+            try:
+                yield database.url
+            finally:
+                state.database = None
+            # The last test's teardown is under way: its leaks are checked before the drop.
+            writes = leaks.check(database.watch, lambda: None) if database.watch else []
     if writes:
         leaks.report(writes, state.settings.leaks)
 
@@ -183,7 +221,7 @@ def engine(pytestconfig: pytest.Config, dbtoolkit_database: URL) -> Iterator[Eng
     Its driver is the ``driver`` setting (psycopg2 or psycopg).
     """
     state = pytestconfig.stash[STATE]
-    engine = create_engine(dbtoolkit_database.set(drivername=state.settings.dbapi_name))
+    engine = own(create_engine(dbtoolkit_database.set(drivername=state.settings.dbapi_name)))
     if state.database is not None:  # its pool goes when the database is recreated
         state.database.engines.append(engine)
     yield engine
@@ -202,20 +240,52 @@ def dbtoolkit_connection(
     recreated from the template.
     """
     state = pytestconfig.stash[STATE]
-    recreate = state.database.recreate if state.database else lambda: None
-    with isolation.SharedConnection[seeding.Laid](engine, on_escape=recreate) as shared:
+
+    def put_right() -> None:  # the layers are gone with the committed rows
+        state.fixture_layers.clear()
+        if state.database is not None:
+            state.database.recreate()
+
+    with isolation.SharedConnection[seeding.Laid](engine, on_escape=put_right) as shared:
         state.connection = shared
+        sandbox = state.sandbox
+        if sandbox is not None:  # the application's engines join the test on it
+            sandbox.current[False] = lambda: shared.connection.connection.dbapi_connection
+            sandbox.on_write = shared.note_write
         try:
             yield shared
         finally:
             state.connection = None
+            if sandbox is not None:
+                del sandbox.current[False]
 
 
 @pytest.fixture
-def db_session(
+def _dbtoolkit_test(
     request: pytest.FixtureRequest,
     dbtoolkit_connection: isolation.SharedConnection[seeding.Laid],
-) -> Iterator[Session]:
+) -> Iterator[list[Session]]:
+    """The running test on the shared connection: its layers below, its rollback after.
+
+    Yields the list in which the test's Sessions go, closed after the test.
+    """
+    state, test = request.config.stash[STATE], request.node.stash[TEST]
+    keys = list(state.fixture_layers)
+    if isolation_of(request.node) == "transaction":  # else seeds go to its own database
+        keys += requested_seeds(request)
+    test.seeds = seeding.prepare(
+        dbtoolkit_connection,
+        keys,
+        factories=state.factories,
+        base_seed=state.settings.seed,
+        test_seed=test.seed,
+    )
+    with dbtoolkit_connection.test() as sessions:
+        yield sessions
+
+
+@pytest.fixture
+def db_session(request: pytest.FixtureRequest, _dbtoolkit_test: list[Session]) -> Iterator[Session]:
     """A Session whose every change is rolled back after the test, even what it commits.
 
     Function scope. The bound factories create through it. ``commit()`` and
@@ -223,25 +293,24 @@ def db_session(
     test's seed fixtures laid. Seed fixtures are laid before the test's other fixtures
     run: session-scoped seeds first, then module-scoped ones, then the rest, each in
     the order the test requests them. Before the rollback, deferred constraints are
-    checked: a test that leaves one violated fails, as its COMMIT would have.
+    checked: a test that leaves one violated fails, as its COMMIT would have. Its
+    class is the ``session_class`` setting's (``sqlmodel.Session``, say).
 
     A test marked ``@pytest.mark.dbtoolkit(isolation="database")`` gets instead a
     Session on a database of its own, cloned from the template, where commits are
     real and other connections see them (``db_session.get_bind()`` is its Engine);
     the database is dropped after the test.
     """
-    state, test = request.config.stash[STATE], request.node.stash[TEST]
+    state = request.config.stash[STATE]
     if isolation_of(request.node) == "database":
         yield from _own_database(request, state)
         return
-    test.seeds = seeding.prepare(
-        dbtoolkit_connection,
-        requested_seeds(request),
-        factories=state.factories,
-        base_seed=state.settings.seed,
-        test_seed=test.seed,
+    assert state.connection is not None
+    session = state.settings.session_class(
+        bind=state.connection.connection, join_transaction_mode="create_savepoint"
     )
-    with dbtoolkit_connection.session() as session, seeding.activate(session):
+    _dbtoolkit_test.append(session)
+    with seeding.activate(session):
         yield session
 
 
@@ -261,6 +330,7 @@ def _own_database(request: pytest.FixtureRequest, state: RunState) -> Iterator[S
             template=template,
             run=state.place.run,
             drivername=state.settings.dbapi_name,
+            session_class=state.settings.session_class,
         ) as session,
         seeding.activate(session),
     ):
@@ -292,18 +362,21 @@ def requested_seeds(request: pytest.FixtureRequest) -> list[seeding.LayerKey]:
     definitions = getattr(request.node, "_fixtureinfo", None)
     if definitions is None:
         return []
-    keys = []
+    specs = []
     for name in request.fixturenames:
         fixturedefs = definitions.name2fixturedefs.get(name)
         spec = getattr(fixturedefs[-1].func, "dbtoolkit_seed", None) if fixturedefs else None
         if isinstance(spec, seeding.SeedSpec):
-            module = request.node.nodeid.split("::")[0] if spec.scope == "module" else ""
-            keys.append((spec, module))
-    return sorted(keys, key=lambda key: seeding.SCOPES.index(key[0].scope))
+            specs.append(spec)
+    module = request.node.nodeid.split("::")[0]
+    return [
+        (spec, module if spec.scope == "module" else "")
+        for spec in sorted(specs, key=lambda spec: seeding.SCOPES.index(spec.scope))
+    ]
 
 
 @pytest.fixture
-def db_bind(db_session: Session) -> Iterator[Callable[..., None]]:
+def db_bind(request: pytest.FixtureRequest, db_session: Session) -> Iterator[Callable[..., None]]:
     """A function that makes the application's session makers open sessions in the test.
 
     Function scope. ``db_bind(SessionLocal)`` (a ``sessionmaker`` or ``scoped_session``)
@@ -314,19 +387,36 @@ def db_bind(db_session: Session) -> Iterator[Callable[..., None]]:
     with ExitStack() as stack:
 
         def bind(*makers: Any) -> None:
+            request.node.stash[TEST].bound = True
             stack.enter_context(isolation.joined(db_session.get_bind(), *makers))
 
         yield bind
 
 
 @pytest.fixture(autouse=True)
-def _dbtoolkit_reseed(request: pytest.FixtureRequest) -> None:
-    """Seed Faker and factory_boy from the test's node id before its fixtures run."""
+def _dbtoolkit_autouse(request: pytest.FixtureRequest) -> None:
+    """Seed Faker and factory_boy from the test's node id before its fixtures run.
+
+    With the ``env`` setting, the application may reach the test database in any
+    test: every test then runs in a transaction of its own.
+    """
     state = request.config.stash[STATE]
     test = ItemState(seeding.seed_for(state.settings.seed, request.node.nodeid))
     request.node.stash[TEST] = test
     seeding.reseed(test.seed)
     seeding.set_sequences(state.factories, {})
+    if state.settings.env:
+        request.getfixturevalue("_dbtoolkit_test")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dbtoolkit_session_autouse(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> None:
+    """With the ``env`` setting, open the shared connection before the project's fixtures.
+
+    What the application writes in fixtures wider than a test is then shared seed data.
+    """
+    if pytestconfig.stash[STATE].settings.env:
+        request.getfixturevalue("dbtoolkit_connection")
 
 
 def seed(
@@ -445,6 +535,7 @@ if pytest_asyncio is not None:
         engine = aio.unpooled_engine(
             dbtoolkit_database.set(drivername=dbtoolkit_settings.async_dbapi_name)
         )
+        own(engine.sync_engine)
         yield engine
         engine.sync_engine.dispose()
 

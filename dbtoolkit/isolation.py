@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL
@@ -108,32 +108,35 @@ class SharedConnection(Generic[Layer]):
         keys: Sequence[Hashable],
         lay: Callable[[Hashable, Connection, Layer | None], Layer],
     ) -> list[Layer]:
-        """Make the layers ``keys``, laying missing ones with ``lay(key, connection, below)``."""
+        """Make the layers ``keys``, laying missing ones with ``lay(key, connection, below)``.
+
+        Whatever was written on top of the layers kept is undone.
+        """
         keep = 0
         while keep < min(len(keys), len(self.layers)) and self.layers[keep][0] == keys[keep]:
             keep += 1
-        if keep < len(self.layers):
+        if keep < len(self.layers) or self.written:
             self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT dbtoolkit_{keep}")
             del self.layers[keep:]
+            self.written = False
         for key in keys[keep:]:
             below = self.layers[-1][1] if self.layers else None
-            self.layers.append((key, lay(key, self.connection, below)))
-            self.connection.exec_driver_sql(f"SAVEPOINT dbtoolkit_{len(self.layers)}")
+            self.add_layer(key, lay(key, self.connection, below))
         return [layer for _, layer in self.layers]
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """Yield a Session on top of the layers; roll back to them on exit.
+    def test(self) -> Iterator[list[Session]]:
+        """The running test, on top of the layers; back to them on exit.
 
+        Yields the list in which the test's Sessions go; they are closed on exit.
         Before the rollback, deferred constraints are checked (``SET CONSTRAINTS ALL
         IMMEDIATE``) if the test wrote anything: a violated one fails the test with
         ``DeferredConstraintError``, as its COMMIT would have failed.
         """
-        session = Session(bind=self.connection, join_transaction_mode="create_savepoint")
-        self.written = False
+        sessions: list[Session] = []
         violation = None
         try:
-            yield session
+            yield sessions
         finally:
             escaped = _outer_transaction_ended(self.connection)  # the layers' BEGIN is sent
             if escaped:
@@ -142,18 +145,40 @@ class SharedConnection(Generic[Layer]):
             else:
                 if self.written:
                     violation = self._check_deferred()
-                # Closing rolls back the session's own SAVEPOINT, which began on top of
-                # the layers; what a commit released below it (or another session on
-                # this connection wrote) needs rolling back to the top layer.
-                session.close()
-                if self.written:
-                    self.connection.exec_driver_sql(
-                        f"ROLLBACK TO SAVEPOINT dbtoolkit_{len(self.layers)}"
-                    )
+                # Closing rolls back a session's own SAVEPOINT, which began on top of the
+                # layers; what a commit released below it (or another session on this
+                # connection wrote) needs rolling back to the top layer.
+                for session in sessions:
+                    session.close()
+                self.back_to_top()
         if escaped:
             raise IsolationError(ESCAPED)
         if violation is not None:
             raise violation
+
+    @contextmanager
+    def session(self, session_class: type[Session] = Session) -> Iterator[Session]:
+        """Yield a Session on top of the layers; roll back to them on exit (see ``test``)."""
+        with self.test() as sessions:
+            session = session_class(bind=self.connection, join_transaction_mode="create_savepoint")
+            sessions.append(session)
+            yield session
+
+    def note_write(self) -> None:
+        """Something was written on the connection that its own events did not see."""
+        self.written = True
+
+    def back_to_top(self) -> None:
+        """Undo what was written since the top layer."""
+        if self.written:
+            self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT dbtoolkit_{len(self.layers)}")
+            self.written = False
+
+    def add_layer(self, key: Hashable, layer: Layer) -> None:
+        """Close what was written since the top layer as a layer of its own, ``key``."""
+        self.layers.append((key, layer))
+        self.connection.exec_driver_sql(f"SAVEPOINT dbtoolkit_{len(self.layers)}")
+        self.written = False
 
     def __enter__(self) -> SharedConnection[Layer]:
         return self
@@ -199,19 +224,24 @@ class SharedConnection(Generic[Layer]):
         return None
 
 
+class _Disposable(Protocol):
+    def dispose(self) -> None: ...
+
+
 class RunDatabase:
     """A copy of the template that a run (or xdist worker) tests in, dropped on exit.
 
     ``watched``: its leak watch (``watch``) reads what is committed behind the tests'
     back. ``recreate`` puts it back as the template made it, after a test committed
-    for real; the pools of ``engines`` go first, so none keeps a dead connection.
+    for real; the pools of ``engines`` (its own, and the application's through the
+    sandbox) are disposed first, so none keeps a dead connection.
     """
 
     def __init__(self, admin: URL, name: str, *, template: str, run: str, watched: bool) -> None:
         self.admin, self.name, self.template, self.run = admin, name, template, run
         self.url = admin.set(database=name)
         self.watch = LeakWatch(self.url) if watched else None
-        self.engines: list[Engine] = []
+        self.engines: list[_Disposable] = []
 
     def __enter__(self) -> RunDatabase:
         schema.create_database(self.admin, self.name, template=self.template, run=self.run)
@@ -239,13 +269,19 @@ class RunDatabase:
 
 @contextmanager
 def own_database(
-    admin: URL, name: str, *, template: str, run: str, drivername: str
+    admin: URL,
+    name: str,
+    *,
+    template: str,
+    run: str,
+    drivername: str,
+    session_class: type[Session] = Session,
 ) -> Iterator[Session]:
     """Yield a Session on a new copy of ``template``, where commits are real; drop it on exit."""
     with schema.created_database(admin, name, template=template, run=run) as url:
         engine = create_engine(url.set(drivername=drivername))
         try:
-            with Session(engine) as session:
+            with session_class(engine) as session:
                 yield session
         finally:
             engine.dispose()
@@ -289,6 +325,8 @@ def joined(
             factory.kw = kw
             if isinstance(maker, scoped):
                 maker.registry = _fresh(maker.registry)
+            if isinstance(factory, sessionmaker):
+                _check_bound(maker, factory, bind)
         yield
     finally:
         for factory, kw in zip(factories, kws, strict=True):
@@ -296,6 +334,35 @@ def joined(
         for maker in makers:
             if isinstance(maker, scoped):
                 maker.registry = registries.pop(0)
+
+
+def _check_bound(maker: Any, factory: sessionmaker[Any], bind: object) -> None:
+    """Raise IsolationError if the maker's sessions do not resolve to ``bind``."""
+    session = factory()
+    try:
+        resolved = session.get_bind()
+    except Exception:  # e.g. Flask-SQLAlchemy outside an app context: it cannot tell
+        resolved = None
+    finally:
+        session.close()
+    if resolved is bind:
+        return
+    if type(session).__module__.startswith("flask_sqlalchemy"):
+        raise IsolationError(
+            f"db_bind({maker!r}) cannot take effect: Flask-SQLAlchemy 3's Session.get_bind "
+            "ignores the bind a session is given and returns db.engine "
+            "(pallets-eco/flask-sqlalchemy#1167); point the app's SQLALCHEMY_DATABASE_URI at "
+            "the test database with dbtoolkit_env instead: db.engine then joins the test, and "
+            "db.session with it, without db_bind"
+        )
+    if resolved is not None:
+        raise IsolationError(
+            f"db_bind({maker!r}) did not take effect: a session from it resolves to "
+            f"{resolved!r}, not the test's connection, because its Session class "
+            f"({type(session).__qualname__}) chooses its own bind; point the application's "
+            "engine at the test database with dbtoolkit_env instead, and it joins the test "
+            "without db_bind"
+        )
 
 
 def _kinds() -> tuple[tuple[type[Any], ...], tuple[type[Any], ...], tuple[type[Any], ...]]:

@@ -108,13 +108,15 @@ class LeakWatch:
             self._connection = None
 
 
-def describe(writes: Sequence[Write]) -> str:
-    """Say what leaked and how to isolate it, in one line."""
+def describe(writes: Sequence[Write], *, bound: bool = False) -> str:
+    """Say what leaked and how to isolate it, in one line; ``bound``: the test used db_bind."""
+    db_bind = "" if bound else ", bind the application's sessionmaker with the db_bind fixture"
     return (
         f"rows were committed outside the test's transaction while it ran: "
-        f"{', '.join(map(str, writes))}. Code with its own engine, session or connection "
-        "is not rolled back: bind its sessionmaker to the test with the db_bind fixture, "
-        "or give the test a database of its own with "
+        f"{', '.join(map(str, writes))}. Engines on the test database join the test, but "
+        "other connections do not (a raw driver connection, dbtoolkit's engine fixture, "
+        "another process, an engine on another URL): write through db_session or an engine "
+        f"on the test database{db_bind}, or give the test a database of its own with "
         '@pytest.mark.dbtoolkit(isolation="database"). The rows were removed; '
         "--dbtoolkit-leaks=warn reports them as a warning instead"
     )
@@ -128,9 +130,9 @@ def check(watch: LeakWatch, put_right: Callable[[], None]) -> list[Write]:
     return writes
 
 
-def report(writes: Sequence[Write], mode: str) -> None:
+def report(writes: Sequence[Write], mode: str, *, bound: bool = False) -> None:
     """Fail the test with ``LeakError``, or warn with ``LeakWarning`` in ``warn`` mode."""
     if mode == "warn":
-        warnings.warn(LeakWarning(describe(writes)), stacklevel=1)
+        warnings.warn(LeakWarning(describe(writes, bound=bound)), stacklevel=1)
     else:
-        raise LeakError(describe(writes))
+        raise LeakError(describe(writes, bound=bound))

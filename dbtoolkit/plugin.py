@@ -22,8 +22,10 @@ from dbtoolkit.fixtures import (  # noqa: F401 (registered as the plugin's fixtu
     STATE,
     TEST,
     RunState,
+    _dbtoolkit_autouse,
     _dbtoolkit_provisioned,
-    _dbtoolkit_reseed,
+    _dbtoolkit_session_autouse,
+    _dbtoolkit_test,
     assert_max_num_queries,
     assert_num_queries,
     async_db_bind,
@@ -241,9 +243,9 @@ def pytest_runtest_makereport(
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     """Before a test without db_session, drop the seed layers so no rows stay locked."""
     isolation_of(item)  # a bad marker is an error, with or without db_session
-    shared = item.config.stash[STATE].connection
-    if shared is not None and "db_session" not in getattr(item, "fixturenames", ()):
-        shared.prepare([], seeding.lay)  # type: ignore[arg-type]
+    state = item.config.stash[STATE]
+    if state.connection is not None and "_dbtoolkit_test" not in getattr(item, "fixturenames", ()):
+        seeding.prepare_fixture_layers(state.connection, state.fixture_layers)
     with GUARD.doing(f"the setup of {item.nodeid}"):
         return (yield)
 
@@ -252,8 +254,10 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
 ) -> Generator[None, Any, Any]:
-    """Name the fixture being set up, for the guard's refusal."""
-    with GUARD.doing(f"fixture {fixturedef.argname!r} (in the setup of {request.node.nodeid})"):
+    """Name the fixture being set up, for the guard; keep what a wider one writes."""
+    state = request.config.stash[STATE]
+    where = f"fixture {fixturedef.argname!r} (in the setup of {request.node.nodeid})"
+    with GUARD.doing(where), state.wider_fixture(fixturedef):
         return (yield)
 
 
@@ -279,7 +283,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
         state = item.config.stash[STATE]
         writes = state.leaked()
         if writes and sys.exc_info()[1] is None:  # else the teardown's own error is the report
-            leaks.report(writes, state.settings.leaks)
+            bound = TEST in item.stash and item.stash[TEST].bound
+            leaks.report(writes, state.settings.leaks, bound=bound)
 
 
 @pytest.hookimpl(wrapper=True)

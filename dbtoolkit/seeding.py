@@ -172,8 +172,16 @@ class SeedSpec:
         return cls(factory, count, attributes, scope)
 
 
-# A layer's key: its seed, and the module it belongs to when it is module-scoped.
-LayerKey = tuple[SeedSpec, str]
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per setup
+class FixtureLayer:
+    """What a fixture wider than a test wrote through the application."""
+
+    fixture: str
+
+
+# A layer's key: its seed, and the module it belongs to when it is module-scoped; or
+# a fixture's layer.
+LayerKey = tuple[SeedSpec | FixtureLayer, str]
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,7 @@ def prepare(
 
     def lay_one(key: LayerKey, on: Connection, below: Laid | None) -> Laid:
         laid_now.append(key)
+        assert isinstance(key[0], SeedSpec), key
         return lay(key[0], on, below, factories=factories, base_seed=base_seed)
 
     laid = connection.prepare(keys, lay_one)  # type: ignore[arg-type]
@@ -236,7 +245,29 @@ def prepare(
         set_sequences(factories, laid[-1].sequences)
     if laid_now:
         reseed(test_seed)
-    return {spec: layer for (spec, _), layer in zip(keys, laid, strict=True)}
+    return {
+        spec: layer
+        for (spec, _), layer in zip(keys, laid, strict=True)
+        if isinstance(spec, SeedSpec)
+    }
+
+
+def prepare_fixture_layers(connection: SharedConnection[Laid], keys: list[LayerKey]) -> None:
+    """Keep only the fixtures' layers ``keys``: seeds are laid again on top of them later."""
+    connection.prepare(keys, _unlayable)  # type: ignore[arg-type]
+
+
+def _unlayable(key: LayerKey, on: Connection, below: Laid | None) -> Laid:
+    raise AssertionError(f"a fixture's layer cannot be laid again: {key}")
+
+
+def fixture_layer(connection: SharedConnection[Laid], fixture: str) -> LayerKey:
+    """Close what a wider fixture wrote as a layer; return its key."""
+    below = connection.layers[-1][1] if connection.layers else None
+    key: LayerKey = (FixtureLayer(fixture), "")
+    laid = Laid([], below.sequences, below.depth) if below else Laid([], {}, 0)
+    connection.add_layer(key, laid)
+    return key
 
 
 def create_now(spec: SeedSpec, session: Session, factories: tuple[FactoryClass, ...]) -> list[Any]:

@@ -8,6 +8,7 @@ remembers which one it was, for the pytest header.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import pytest
 from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session
 
 from dbtoolkit.errors import ConfigError
 from dbtoolkit.schema import alembic_config
@@ -69,6 +71,11 @@ OPTIONS = (
         "(comma-separated on the command line and in the environment)",
         "",
         "list",
+    ),
+    Option(
+        "session_class",
+        "Dotted path of the Session class of db_session and the seeds, e.g. sqlmodel.Session",
+        "sqlalchemy.orm.Session",
     ),
     Option(
         "seed",
@@ -151,6 +158,7 @@ class Settings:
     alembic_ini: Path
     script_location: Path | None
     factories: tuple[str, ...]
+    session_class: type[Session]
     seed: int
     url: URL | None
     database: str | None
@@ -180,7 +188,9 @@ class Settings:
     def describe(self, name: str) -> str:
         """Return ``value (from source)`` for the header; a URL's password is masked."""
         value = getattr(self, name)
-        if isinstance(value, URL):  # before tuple: a URL is a named tuple
+        if isinstance(value, type):
+            value = f"{value.__module__}.{value.__qualname__}"
+        elif isinstance(value, URL):  # before tuple: a URL is a named tuple
             value = value.render_as_string(hide_password=True)
         elif isinstance(value, tuple):
             value = ", ".join(value) or "none"
@@ -242,6 +252,7 @@ def resolve(config: pytest.Config, options: Any = None) -> Settings:
             else None
         ),
         factories=values["factories"],
+        session_class=_session_class(values["session_class"], sources["session_class"]),
         seed=values["seed"],
         url=parsed_url.set(drivername="postgresql+psycopg2") if parsed_url else None,
         database=values["database"] or None,
@@ -254,6 +265,27 @@ def resolve(config: pytest.Config, options: Any = None) -> Settings:
         leaks=values["leaks"],
         sources=sources,
     )
+
+
+def _session_class(path: str, source: Source) -> type[Session]:
+    module_name, _, name = path.rpartition(".")
+    fix = (
+        "fix --dbtoolkit-session-class, DBTOOLKIT_SESSION_CLASS or dbtoolkit_session_class, "
+        "e.g. sqlmodel.Session"
+    )
+    try:
+        found = getattr(importlib.import_module(module_name), name) if module_name else None
+    except Exception as exc:
+        raise ConfigError(
+            f"dbtoolkit session_class {path!r} (from {source}) could not be imported: "
+            f"{type(exc).__name__}: {exc}; {fix}"
+        ) from None
+    if not (isinstance(found, type) and issubclass(found, Session)):
+        raise ConfigError(
+            f"dbtoolkit session_class {path!r} (from {source}) is not a SQLAlchemy Session "
+            f"class; {fix}"
+        )
+    return found
 
 
 def _url(text: str, name: str, sources: Mapping[str, Source]) -> URL:

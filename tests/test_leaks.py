@@ -14,9 +14,11 @@ from catalog import CATALOG_SETTINGS, catalog_project, run, sep_line
 
 # The message of a leak, around the list of what leaked, as the user reads it.
 LEAK = (
-    "rows were committed outside the test's transaction while it ran: {writes}. Code with "
-    "its own engine, session or connection is not rolled back: bind its sessionmaker to the "
-    "test with the db_bind fixture, or give the test a database of its own with "
+    "rows were committed outside the test's transaction while it ran: {writes}. Engines on "
+    "the test database join the test, but other connections do not (a raw driver "
+    "connection, dbtoolkit's engine fixture, another process, an engine on another URL): "
+    "write through db_session or an engine on the test database, bind the application's "
+    "sessionmaker with the db_bind fixture, or give the test a database of its own with "
     '@pytest.mark.dbtoolkit(isolation="database"). The rows were removed; '
     "--dbtoolkit-leaks=warn reports them as a warning instead"
 )
@@ -26,19 +28,28 @@ SHOW_LEAK_WARNINGS = ("-W", "default::dbtoolkit.errors.LeakWarning")
 
 # Helpers at the top of every inner test module: what another connection sees.
 INNER_HELPERS = """
-    from sqlalchemy import create_engine, func, insert, select, text, update
+    import psycopg2
+    from sqlalchemy import func, insert, select, text, update
 
     from catalog_models import Author, Book
 
 
+    def libpq(url):
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
     def committed_authors(url):
-        '''The author names a connection of its own sees in the database at ``url``.'''
-        other = create_engine(url)
+        '''The author names a connection of its own sees in the database at ``url``.
+
+        A raw driver connection: an engine on the test database would join the test.
+        '''
+        connection = psycopg2.connect(libpq(url))
         try:
-            with other.connect() as connection:
-                return sorted(connection.scalars(select(Author.name)))
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT name FROM authors")
+                return sorted(name for (name,) in cursor.fetchall())
         finally:
-            other.dispose()
+            connection.close()
 
 
     def authors(session):
@@ -78,10 +89,9 @@ OWN_ENGINE_TESTS = (
     + """
 
     def test_commits_through_its_own_engine(db_session, engine):
-        own = create_engine(engine.url)
+        own = engine  # dbtoolkit's own engine: outside the test
         with own.begin() as connection:
             connection.execute(insert(Author), [{"name": "Ada"}, {"name": "Grace"}])
-        own.dispose()
         # The rows really are committed: another connection sees them.
         assert committed_authors(engine.url) == ["Ada", "Grace"]
 
@@ -91,11 +101,11 @@ OWN_ENGINE_TESTS = (
         assert committed_authors(engine.url) == []
 
 
-    def test_leaks_again_through_the_database_url(db_session, dbtoolkit_database):
-        own = create_engine(dbtoolkit_database)
-        with own.begin() as connection:
-            connection.execute(insert(Author).values(name="Edsger"))
-        own.dispose()
+    def test_leaks_again_through_a_raw_connection(db_session, dbtoolkit_database):
+        raw = psycopg2.connect(libpq(dbtoolkit_database))
+        with raw, raw.cursor() as cursor:
+            cursor.execute("INSERT INTO authors (name) VALUES ('Edsger')")
+        raw.close()
 
 
     def test_the_recreated_database_is_clean_too(db_session, seeded_authors, engine):
@@ -123,7 +133,7 @@ def test_rows_committed_through_an_own_engine_error_the_test_and_are_removed(
         result, "test_commits_through_its_own_engine", "2 rows inserted into public.authors"
     )
     assert_one_line_leak_error(
-        result, "test_leaks_again_through_the_database_url", "1 row inserted into public.authors"
+        result, "test_leaks_again_through_a_raw_connection", "1 row inserted into public.authors"
     )
     assert len([line for line in result.outlines if line.startswith("LeakError: ")]) == 2
 
@@ -133,7 +143,7 @@ EVERY_KIND_OF_WRITE = (
     + """
 
     def test_writes_every_way(db_session, engine):
-        own = create_engine(engine.url)
+        own = engine  # dbtoolkit's own engine: outside the test
         with own.begin() as connection:
             connection.execute(insert(Author).values(name="Ada"))
         with own.begin() as connection:
@@ -150,7 +160,6 @@ EVERY_KIND_OF_WRITE = (
             connection.execute(text("DELETE FROM authors WHERE name = 'Grace'"))
         with own.begin() as connection:
             connection.execute(text("TRUNCATE books"))
-        own.dispose()
 """
 )
 
@@ -179,10 +188,9 @@ THREAD_TESTS = (
 
     def test_a_background_thread_commits(db_session, engine):
         def work():
-            own = create_engine(engine.url)
+            own = engine  # dbtoolkit's own engine: outside the test
             with own.begin() as connection:
                 connection.execute(insert(Author), [{"name": f"Worker {n}"} for n in range(3)])
-            own.dispose()
 
         thread = threading.Thread(target=work)
         thread.start()
@@ -247,10 +255,9 @@ LEAK_THEN_LOOK = (
     + """
 
     def test_leaks(db_session, engine):
-        own = create_engine(engine.url)
+        own = engine  # dbtoolkit's own engine: outside the test
         with own.begin() as connection:
             connection.execute(insert(Author), [{"name": "Ada"}, {"name": "Grace"}])
-        own.dispose()
 
 
     def test_next_test(db_session, engine):
@@ -314,10 +321,9 @@ FIXTURE_TEARDOWN_TESTS = (
     @pytest.fixture
     def audit_log(engine):
         yield
-        own = create_engine(engine.url)  # a fixture that commits as it is torn down
+        own = engine  # a fixture that commits as it is torn down, outside the test
         with own.begin() as connection:
             connection.execute(insert(Author).values(name="Audit"))
-        own.dispose()
 
 
     def test_with_the_fixture(db_session, audit_log):
