@@ -494,11 +494,10 @@ class Runner:
                     caches = self.root / f"cache-{job.project}"
                 if job.cache == "changed":  # the saved migrated data directory is stale
                     saved = caches / "pytest" / "d" / "dbtoolkit"
+                    for entry in saved.glob("stale-*"):  # filed so by the previous round
+                        shutil.rmtree(entry)
                     for entry in [data.parent for data in saved.glob("*/data")]:
-                        if entry.name.startswith("stale-"):
-                            shutil.rmtree(entry)
-                        else:
-                            entry.rename(entry.with_name(f"stale-{entry.name}"))
+                        entry.rename(entry.with_name(f"stale-{entry.name}"))
                 command += ["-o", f"cache_dir={caches / 'pytest'}"]
                 env["XDG_CACHE_HOME"] = str(caches / "xdg")
             else:
