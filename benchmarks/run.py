@@ -1,33 +1,42 @@
 """Benchmark dbtoolkit against pytest without a database and two pytest-postgresql set-ups.
 
-    python benchmarks/run.py            # the full run (about ten minutes on 2 cores)
+    python benchmarks/run.py            # the full run (about seven minutes on 2 cores)
     python benchmarks/run.py --quick    # a smoke version (about three minutes)
-    python benchmarks/run.py --help     # test counts, rounds
+    python benchmarks/run.py --list     # the runs and the rows, without measuring
+    python benchmarks/run.py --help     # the sizes and their defaults
 
-It writes self-contained synthetic projects into a temporary directory, runs each as
-a whole pytest process, interleaved (A B C A B C ...), and prints a markdown table of
-medians and of the ratios the targets are stated in. The variants:
+The projects are the folders of ``benchmarks/projects/``: ``common`` (the models, the
+factories, a plugin timing the set-up, and one test module per kind of test),
+``history_1`` and ``history_33`` (an ``alembic.ini`` and Alembic histories of 1 and 33
+revisions), and one folder per set-up with its ``pytest.ini`` and ``conftest.py``:
 
-- (a) ``nodb``: the same tests without a database (dbtoolkit disabled); and one such
-  test in the ``dbtoolkit`` project, where the plugin is loaded;
-- ``dbtoolkit``: ``db_session`` + ``seeded_users = seed(UserFactory, 5)``, with an
-  Alembic history of 1 revision, and ``dbtoolkit33`` with one of 33 revisions; the
-  same tests with ``--dbtoolkit-leaks=off``, on psycopg 3, and marked
-  ``isolation="database"``; and their async form (``async_db_session`` +
-  ``async_seed(UserFactory, 5)``) on asyncpg and on psycopg 3;
+- (a) ``nodb``: plain pytest (dbtoolkit disabled), for the same tests without a database;
+- ``dbtoolkit``: ``db_session`` + ``seeded_users = seed(UserFactory, 5)``, and the async
+  form (``async_db_session`` + ``async_seed(UserFactory, 5)``);
 - (b) ``pgfixture``: pytest-postgresql's per-test ``postgresql`` database, cloned from a
   template Alembic migrated, and the same 5 users inserted through its cursor;
-- (c) ``naive``: the chain as the guide writes it: pytest-postgresql's ``postgresql_proc``,
-  Alembic upgrade once per session, a savepoint ``Session`` per test,
-  ``UserFactory.create_batch(5)``;
-- the xdist suite with ``-n 0`` and ``-n 2``, with dbtoolkit and, for the most xdist
-  itself gives on the machine, without a database.
+- (c) ``naive``: the chain as the guide writes it: pytest-postgresql's
+  ``postgresql_proc``, Alembic upgrade once per session, a savepoint ``Session`` per test,
+  ``UserFactory.create_batch(5)``.
 
-"First run" gives dbtoolkit a fresh copy of the project and fresh cache directories
-(``cache_dir`` and ``XDG_CACHE_HOME``); "second run" reuses ones earlier runs filled;
-"after a migration changed" reuses them with the saved migrated data directory filed
-under another key, as if a migration had changed since.
-Only the ratios matter: the absolute figures move with the machine's load.
+``VARIANTS`` names the folders copied, one over the other, into a temporary directory
+for each variant. ``RUNS`` are the pytest processes, run once a round and interleaved
+(A B C A B C ...); a run of N tests writes its module's one test, ``test_0``, out N
+times, as N functions like a real suite's (parametrized, a test without a database
+took 0.6 ms of CPU instead of 1.5 ms on a loaded machine here: pytest collects it
+faster). ``ROWS`` is the table, computed from each round's times and printed as
+markdown: median, range, target. The three lists are checked before anything runs, so
+that a misspelt name fails at once.
+
+A new figure is a line in ``ROWS``; if it needs another pytest process, a line in
+``RUNS``; if that needs another set-up, a folder in ``projects/`` and a line in
+``VARIANTS``.
+
+A "first run" gives dbtoolkit a fresh copy of the variant and fresh cache directories
+(``cache_dir`` and ``XDG_CACHE_HOME``); a "second run" reuses the ones earlier runs
+filled; "migration changed" reuses them with the saved migrated data directory filed
+under another key, as if a migration had changed since. Only the ratios matter: the
+absolute figures move with the machine's load.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ import platform
 import re
 import shutil
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -48,383 +58,326 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-# --- The synthetic projects ------------------------------------------------------------
+HERE = Path(__file__).resolve().parent
+PROJECTS = HERE / "projects"
 
-MODELS = '''\
-"""The benchmark schema: users and their posts."""
+# --- What is measured ------------------------------------------------------------------
 
-from datetime import datetime
+# The test counts: (what, default, default with --quick). Each is an option (--pg-tests).
+SIZES = {
+    "tests": ("tests of the suites", 1000, 200),
+    "pg_tests": ('tests of the `postgresql` and isolation="database" suites', 30, 10),
+    "async_tests": ("tests of the async suites (each opens a connection of its own)", 200, 40),
+    "xdist_tests": ("tests of the xdist suites", 2000, 500),
+}
+ROUNDS = (5, 3)  # default, with --quick
 
-from sqlalchemy import ForeignKey, String, func
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class User(Base):
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-
-
-class Post(Base):
-    __tablename__ = "posts"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    title: Mapped[str] = mapped_column(String(200))
-'''
-
-FACTORIES = '''\
-"""factory_boy factories of the benchmark schema; they name no session."""
-
-import factory
-from factory.alchemy import SQLAlchemyModelFactory
-
-from bench_models import User
-
-
-class UserFactory(SQLAlchemyModelFactory):
-    class Meta:
-        model = User
-        sqlalchemy_session_persistence = "flush"
-
-    name = factory.Faker("name")
-    email = factory.Sequence(lambda n: f"user{n}@example.com")
-    active = True
-'''
-
-TIMING_PLUGIN = '''\
-"""Write the time from session start to the first test body to $BENCH_TIMING."""
-
-import json
-import os
-import time
-
-import pytest
-
-_start = None
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session):
-    global _start
-    _start = time.perf_counter()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item):
-    global _start
-    path = os.environ.get("BENCH_TIMING")
-    if path and _start is not None:
-        with open(path, "w") as out:
-            json.dump({"setup": time.perf_counter() - _start}, out)
-        _start = None
-'''
-
-ALEMBIC_INI = """\
-[alembic]
-script_location = %(here)s
-path_separator = os
-sqlalchemy.url = postgresql+psycopg2://localhost/set_by_the_caller
-"""
-
-ENV_PY = """\
-from alembic import context
-from sqlalchemy import create_engine, pool
-
-engine = create_engine(context.config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
-with engine.connect() as connection:
-    context.configure(connection=connection)
-    with context.begin_transaction():
-        context.run_migrations()
-engine.dispose()
-"""
-
-REVISION = '''\
-"""{doc}"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "{revision}"
-down_revision = {down_revision!r}
-
-
-def upgrade():
-    {body}
-
-
-def downgrade():
-    raise NotImplementedError
-'''
-
-ID = 'sa.Column("id", sa.Integer, primary_key=True)'
-NAME = 'sa.Column("name", sa.String(200), nullable=False)'
-EMAIL = 'sa.Column("email", sa.String(320), nullable=False{})'
-ACTIVE = 'sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true())'
-CREATED = (
-    'sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, '
-    "server_default=sa.func.now())"
-)
-POSTS = (
-    f'op.create_table("posts", {ID}, sa.Column("user_id", sa.Integer, '
-    'sa.ForeignKey("users.id"), nullable=False), sa.Column("title", sa.String(200)))'
-)
-
-# (docstring, body of upgrade()) of each revision.
-HISTORY_1 = [
-    (
-        "Users and posts.",
-        f'op.create_table("users", {ID}, {NAME}, {EMAIL.format(", unique=True")}, {ACTIVE}, '
-        f"{CREATED})\n    {POSTS}",
-    )
-]
-HISTORY_33 = [
-    ("Users.", f'op.create_table("users", {ID}, {NAME})'),
-    ("User emails.", f'op.add_column("users", {EMAIL.format("")})'),
-    ("Unique emails.", 'op.create_index("ix_users_email", "users", ["email"], unique=True)'),
-    ("Inactive users.", f'op.add_column("users", {ACTIVE})'),
-    ("User creation time.", f'op.add_column("users", {CREATED})'),
-    ("Posts.", POSTS),
-    ("Posts by user.", 'op.create_index("ix_posts_user_id", "posts", ["user_id"])'),
-]
-for _k in range(1, 14):
-    HISTORY_33 += [
-        (
-            f"Tag list {_k}.",
-            f'op.create_table("tags{_k}", {ID}, sa.Column("label", sa.String(50)))',
-        ),
-        (f"Tags {_k} by label.", f'op.create_index("ix_tags{_k}_label", "tags{_k}", ["label"])'),
-    ]
-
-DBTOOLKIT_INI = """\
-[pytest]
-dbtoolkit_alembic_ini = {alembic_ini}
-dbtoolkit_factories = bench_factories
-asyncio_default_fixture_loop_scope = function
-"""
-
-DBTOOLKIT_CONFTEST = """\
-from bench_factories import UserFactory
-from dbtoolkit import async_seed, seed
-
-seeded_users = seed(UserFactory, 5)
-async_seeded_users = async_seed(UserFactory, 5)
-"""
-
-NAIVE_CONFTEST = '''\
-"""The naive chain as the guide writes it."""
-
-import pytest
-from alembic import command
-from alembic.config import Config
-from pytest_postgresql.janitor import DatabaseJanitor
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
-
-from bench_factories import UserFactory
-
-ALEMBIC_INI = {alembic_ini!r}
-
-
-@pytest.fixture(scope="session")
-def engine(postgresql_proc):
-    proc = postgresql_proc
-    with DatabaseJanitor(
-        user=proc.user, host=proc.host, port=proc.port, dbname="naive", password=proc.password
-    ):
-        url = f"postgresql+psycopg2://{{proc.user}}@{{proc.host}}:{{proc.port}}/naive"
-        config = Config(ALEMBIC_INI)
-        config.set_main_option("sqlalchemy.url", url)
-        command.upgrade(config, "head")
-        engine = create_engine(url)
-        yield engine
-        engine.dispose()
-
-
-@pytest.fixture
-def db_session(engine):
-    connection = engine.connect()
-    transaction = connection.begin()
-    session = Session(bind=connection, join_transaction_mode="create_savepoint")
-    UserFactory._meta.sqlalchemy_session = session
-    yield session
-    session.close()
-    transaction.rollback()
-    connection.close()
-
-
-@pytest.fixture
-def seeded_users(db_session):
-    return UserFactory.create_batch(5)
-'''
-
-PGFIXTURE_CONFTEST = '''\
-"""pytest-postgresql's own per-test database, cloned from a template Alembic migrated."""
-
-import pytest
-from alembic import command
-from alembic.config import Config
-from faker import Faker
-from pytest_postgresql import factories
-
-ALEMBIC_INI = {alembic_ini!r}
-
-
-def migrate(host, port, user, dbname, password=None, autocommit=False):
-    config = Config(ALEMBIC_INI)
-    config.set_main_option("sqlalchemy.url", f"postgresql+psycopg2://{{user}}@{{host}}:{{port}}/{{dbname}}")
-    command.upgrade(config, "head")
-
-
-postgresql_proc = factories.postgresql_proc(load=[migrate])
-fake = Faker()
-
-
-@pytest.fixture
-def seeded_users(postgresql):
-    rows = [(fake.name(), f"user{{k}}@example.com") for k in range(5)]
-    with postgresql.cursor() as cursor:
-        cursor.executemany("INSERT INTO users (name, email) VALUES (%s, %s)", rows)
-    postgresql.commit()
-    return rows
-'''
-
-TESTS = {
-    "nodb": (
-        "",
-        "def test_{i}():\n"
-        "    users = [f'user{{k}}' for k in range(5)]\n"
-        "    assert len(users) == 5\n",
-    ),
-    "orm": (
-        "from bench_models import User\n",
-        "def test_{i}(db_session, seeded_users):\n    assert db_session.query(User).count() == 5\n",
-    ),
-    "marked": (
-        "import pytest\n\nfrom bench_models import User\n",
-        '@pytest.mark.dbtoolkit(isolation="database")\n'
-        "def test_{i}(db_session, seeded_users):\n    assert db_session.query(User).count() == 5\n",
-    ),
-    "async": (
-        "import pytest\nfrom sqlalchemy import func, select\n\nfrom bench_models import User\n\n"
-        "pytestmark = pytest.mark.asyncio\n",
-        "async def test_{i}(async_db_session, async_seeded_users):\n"
-        "    assert await async_db_session.scalar(select(func.count()).select_from(User)) == 5\n",
-    ),
-    "cursor": (
-        "",
-        "def test_{i}(postgresql, seeded_users):\n"
-        "    with postgresql.cursor() as cursor:\n"
-        '        cursor.execute("SELECT count(*) FROM users")\n'
-        "        assert cursor.fetchone()[0] == 5\n",
-    ),
+# Each variant is a copy of these folders of projects/, the later ones laid over the earlier.
+VARIANTS = {
+    "nodb": ("common", "nodb"),
+    "dbtoolkit": ("common", "history_1", "dbtoolkit"),
+    "dbtoolkit33": ("common", "history_33", "dbtoolkit"),
+    "naive": ("common", "history_1", "naive"),
+    "naive33": ("common", "history_33", "naive"),
+    "pgfixture": ("common", "history_1", "pgfixture"),
 }
 
-# Runs pg_ctl for pytest-postgresql when pytest runs as root (PostgreSQL refuses root):
-# hands the directory pytest-postgresql made for the data directory and log to the
-# server's user, lets it through the parents inside the benchmark's scratch directory,
-# then drops privileges.
-LAUNCHER = """\
-#!{python} -I
-import os, pwd, sys
-
-SCRATCH = {scratch!r}
-user = pwd.getpwnam({user!r})
-args = sys.argv[1:]
-for flag in ("-D", "--pgdata", "-l", "--log"):
-    if flag in args[:-1]:
-        parent = os.path.dirname(os.path.realpath(args[args.index(flag) + 1]))
-        if parent.startswith(SCRATCH + os.sep):
-            os.chown(parent, user.pw_uid, user.pw_gid)
-            step = os.path.dirname(parent)
-            while step.startswith(SCRATCH):
-                os.chmod(step, os.stat(step).st_mode | 0o011)
-                step = os.path.dirname(step)
-os.setgroups([])
-os.setgid(user.pw_gid)
-os.setuid(user.pw_uid)
-os.chdir("/")
-os.execv({pg_ctl!r}, [{pg_ctl!r}, *args])
-"""
+# How a run treats dbtoolkit: "off" also disables pytest's cache provider (the baselines).
+MODES = ("off", "first run", "second run", "migration changed")
 
 
-def write_history(directory: Path, history: list[tuple[str, str]]) -> Path:
-    """Write an Alembic environment with one revision per history step; return its ini."""
-    versions = directory / "versions"
-    versions.mkdir(parents=True)
-    (directory / "alembic.ini").write_text(ALEMBIC_INI)
-    (directory / "env.py").write_text(ENV_PY)
-    previous = None
-    for number, (doc, body) in enumerate(history, 1):
-        revision = f"{number:04d}"
-        (versions / f"{revision}.py").write_text(
-            REVISION.format(doc=doc, revision=revision, down_revision=previous, body=body)
-        )
-        previous = revision
-    return directory / "alembic.ini"
+@dataclass(frozen=True)
+class Run:
+    """One pytest process of a variant, run once a round: ``module`` with ``tests`` tests."""
+
+    name: str
+    variant: str
+    module: str
+    tests: int | str  # a number, or the name of a size
+    dbtoolkit: str = "off"
+    options: str = ""  # more of pytest's command line
 
 
-def generate(root: Path) -> dict[str, Path]:
-    """Write the shared modules, both histories and every variant; return the variant dirs."""
-    common = root / "common"
-    common.mkdir()
-    (common / "bench_models.py").write_text(MODELS)
-    (common / "bench_factories.py").write_text(FACTORIES)
-    (common / "bench_timing.py").write_text(TIMING_PLUGIN)
-    history_1 = write_history(root / "alembic_1", HISTORY_1)
-    history_33 = write_history(root / "alembic_33", HISTORY_33)
-    files = {
-        "nodb": {"conftest.py": ""},
-        "dbtoolkit": {"pytest.ini": DBTOOLKIT_INI.format(alembic_ini=history_1)},
-        "dbtoolkit33": {"pytest.ini": DBTOOLKIT_INI.format(alembic_ini=history_33)},
-        "naive": {"conftest.py": NAIVE_CONFTEST.format(alembic_ini=str(history_1))},
-        "naive33": {"conftest.py": NAIVE_CONFTEST.format(alembic_ini=str(history_33))},
-        "pgfixture": {"conftest.py": PGFIXTURE_CONFTEST.format(alembic_ini=str(history_1))},
-    }
-    projects = {}
-    for name, contents in files.items():
-        project = projects[name] = root / name
-        project.mkdir()
-        contents.setdefault("pytest.ini", "[pytest]\n")
-        contents.setdefault("conftest.py", DBTOOLKIT_CONFTEST)
-        for filename, text in contents.items():
-            (project / filename).write_text(text)
-    return projects
+RUNS = (
+    Run("nodb-1", "nodb", "test_nodb.py", 1),
+    Run("nodb-N", "nodb", "test_nodb.py", "tests"),
+    Run("nodb-plugin-1", "dbtoolkit", "test_nodb.py", 1, "second run"),
+    Run("dbtoolkit-1-first", "dbtoolkit", "test_orm.py", 1, "first run"),
+    Run("dbtoolkit-1-second", "dbtoolkit", "test_orm.py", 1, "second run"),
+    Run("dbtoolkit-1-changed", "dbtoolkit", "test_orm.py", 1, "migration changed"),
+    Run("dbtoolkit-N", "dbtoolkit", "test_orm.py", "tests", "second run"),
+    Run("noleaks-N", "dbtoolkit", "test_orm.py", "tests", "second run", "--dbtoolkit-leaks=off"),
+    Run("marked-N", "dbtoolkit", "test_marked.py", "pg_tests", "second run"),
+    Run(
+        "psycopg-N", "dbtoolkit", "test_orm.py", "tests", "second run", "--dbtoolkit-driver=psycopg"
+    ),
+    Run("asyncpg-N", "dbtoolkit", "test_async.py", "async_tests", "second run"),
+    Run(
+        "asyncpsycopg-N",
+        "dbtoolkit",
+        "test_async.py",
+        "async_tests",
+        "second run",
+        "--dbtoolkit-async-driver=psycopg",
+    ),
+    Run("dbtoolkit33-1-first", "dbtoolkit33", "test_orm.py", 1, "first run"),
+    Run("dbtoolkit33-1-second", "dbtoolkit33", "test_orm.py", 1, "second run"),
+    Run("naive-1", "naive", "test_orm.py", 1),
+    Run("naive-N", "naive", "test_orm.py", "tests"),
+    Run("naive33-1", "naive33", "test_orm.py", 1),
+    Run("pgfixture-1", "pgfixture", "test_cursor.py", 1),
+    Run("pgfixture-N", "pgfixture", "test_cursor.py", "pg_tests"),
+    Run("xdist-n0", "dbtoolkit", "test_orm.py", "xdist_tests", "second run", "-n 0"),
+    Run("xdist-n2", "dbtoolkit", "test_orm.py", "xdist_tests", "second run", "-n 2"),
+    Run("xdist-nodb-n0", "nodb", "test_nodb.py", "xdist_tests", options="-n 0"),
+    Run("xdist-nodb-n2", "nodb", "test_nodb.py", "xdist_tests", options="-n 2"),
+)
 
 
-def test_file(project: Path, kind: str, count: int) -> str:
-    """Write (once) a module of ``count`` tests of ``kind``; return its name."""
-    name = f"test_{kind}_{count}.py"
-    if not (project / name).exists():
-        header, body = TESTS[kind]
-        tests = "\n\n".join(body.format(i=i) for i in range(count))
-        (project / name).write_text(f"{header}\n\n{tests}" if header else tests)
-    return name
+@dataclass(frozen=True)
+class Round:
+    """One round's times, in seconds, and each run's number of tests."""
+
+    wall: dict[str, float]  # the whole process
+    setup: dict[str, float]  # from the session's start to the first test's body
+    tests: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A number computed from one round, and the runs it reads; ``-`` and ``/`` combine them."""
+
+    unit: str  # "s", "ms" or "x"
+    runs: frozenset[str]
+    of: Callable[[Round], float]
+
+    def __sub__(self, other: Figure) -> Figure:
+        return Figure(self.unit, self.runs | other.runs, lambda r: self.of(r) - other.of(r))
+
+    def __truediv__(self, other: Figure) -> Figure:
+        return Figure("x", self.runs | other.runs, lambda r: self.of(r) / other.of(r))
+
+
+def wall(run: str) -> Figure:
+    """The run's whole process."""
+    return Figure("s", frozenset([run]), lambda r: r.wall[run])
+
+
+def setup(run: str) -> Figure:
+    """The run's set-up before its first test."""
+    return Figure("s", frozenset([run]), lambda r: r.setup[run])
+
+
+def per_test(suite: str, one: str) -> Figure:
+    """What a test costs: the difference of the two runs' times over that of their tests."""
+    return Figure(
+        "ms",
+        frozenset([suite, one]),
+        lambda r: (r.wall[suite] - r.wall[one]) / (r.tests[suite] - r.tests[one]),
+    )
+
+
+NODB = per_test("nodb-N", "nodb-1")
+
+
+def overhead(suite: str, one: str = "dbtoolkit-1-second") -> Figure:
+    """Per-test cost over the same test without a database."""
+    return per_test(suite, one) - NODB
+
+
+def db_setup(run: str) -> Figure:
+    """Set-up minus what a test without a database has too (collection, other plugins)."""
+    return setup(run) - setup("nodb-plugin-1")
+
+
+DBTOOLKIT = overhead("dbtoolkit-N")
+NAIVE = overhead("naive-N", "naive-1")
+PGFIXTURE = overhead("pgfixture-N", "pgfixture-1")
+
+
+@dataclass(frozen=True)
+class Row:
+    """A line of the table; one with a target ("<= 0.2", ">= 100", "<= 1/3") is in bold."""
+
+    label: str  # may name sizes: "(N={pg_tests})"
+    figure: Figure
+    target: str = ""
+
+
+ROWS = (
+    Row("(a) no database: per test", NODB),
+    Row("(a) no database: whole process, 1 test", wall("nodb-1")),
+    Row("(a) same, dbtoolkit plugin loaded", wall("nodb-plugin-1")),
+    Row("(a) set-up before the first test, plugin loaded", setup("nodb-plugin-1")),
+    Row("dbtoolkit: per-test overhead over (a)", DBTOOLKIT),
+    Row("(c) naive chain: per-test overhead over (a)", NAIVE),
+    Row("(b) pytest-postgresql `postgresql`: per-test overhead (N={pg_tests})", PGFIXTURE),
+    Row(
+        "dbtoolkit: of which the leak check (minus --dbtoolkit-leaks=off)",
+        DBTOOLKIT - overhead("noleaks-N"),
+    ),
+    Row("dbtoolkit, psycopg 3: per-test overhead over (a)", overhead("psycopg-N")),
+    Row(
+        "dbtoolkit async, asyncpg: per-test overhead over (a) (N={async_tests})",
+        overhead("asyncpg-N"),
+    ),
+    Row(
+        "dbtoolkit async, psycopg 3: per-test overhead over (a) (N={async_tests})",
+        overhead("asyncpsycopg-N"),
+    ),
+    Row(
+        'dbtoolkit, isolation="database" marker: per-test overhead (N={pg_tests})',
+        overhead("marked-N"),
+    ),
+    Row(
+        "dbtoolkit, 1 revision: set-up before the first test, first run", setup("dbtoolkit-1-first")
+    ),
+    Row("dbtoolkit, 1 revision: set-up, second run", setup("dbtoolkit-1-second")),
+    Row("dbtoolkit, 1 revision: set-up after a migration changed", setup("dbtoolkit-1-changed")),
+    Row("dbtoolkit, 33 revisions: set-up, first run", setup("dbtoolkit33-1-first")),
+    Row("dbtoolkit, 33 revisions: set-up, second run", setup("dbtoolkit33-1-second")),
+    Row("(c) naive, 1 revision: set-up", setup("naive-1")),
+    Row("(c) naive, 33 revisions: set-up", setup("naive33-1")),
+    Row("(b) pytest-postgresql `postgresql`: set-up", setup("pgfixture-1")),
+    Row("dbtoolkit: whole process, 1 test, first run", wall("dbtoolkit-1-first")),
+    Row("dbtoolkit: whole process, 1 test, second run", wall("dbtoolkit-1-second")),
+    Row("dbtoolkit: {xdist_tests} tests, -n 0", wall("xdist-n0")),
+    Row("dbtoolkit: {xdist_tests} tests, -n 2", wall("xdist-n2")),
+    Row("(a) no database: {xdist_tests} tests, -n 0", wall("xdist-nodb-n0")),
+    Row("(a) no database: {xdist_tests} tests, -n 2", wall("xdist-nodb-n2")),
+    Row("dbtoolkit per-test overhead / (c)'s", DBTOOLKIT / NAIVE, "<= 0.2"),
+    Row("(b)'s per-test overhead / dbtoolkit's", PGFIXTURE / DBTOOLKIT, ">= 100"),
+    Row(
+        "database set-up (minus (a)'s), second run / first run (1 revision)",
+        db_setup("dbtoolkit-1-second") / db_setup("dbtoolkit-1-first"),
+        "<= 1/3",
+    ),
+    Row(
+        "database set-up (minus (a)'s), second run / first run (33 revisions)",
+        db_setup("dbtoolkit33-1-second") / db_setup("dbtoolkit33-1-first"),
+        "<= 1/3",
+    ),
+    Row(
+        "database set-up after a migration changed / first run (1 revision)",
+        db_setup("dbtoolkit-1-changed") / db_setup("dbtoolkit-1-first"),
+    ),
+    Row(
+        "1 database test / 1 test without, whole process, second run",
+        wall("dbtoolkit-1-second") / wall("nodb-plugin-1"),
+        "<= 1.5",
+    ),
+    Row(
+        "same, against (a) without the dbtoolkit plugin",
+        wall("dbtoolkit-1-second") / wall("nodb-1"),
+    ),
+    Row(
+        "xdist speed-up, -n 0 / -n 2 ({xdist_tests} tests)",
+        wall("xdist-n0") / wall("xdist-n2"),
+        ">= 1.7",
+    ),
+    Row(
+        "same, (a) without a database: what xdist itself gives here ({xdist_tests} tests)",
+        wall("xdist-nodb-n0") / wall("xdist-nodb-n2"),
+    ),
+)
+
+# --- Checking the lists ----------------------------------------------------------------
+
+# The one test of a test module, with its decorators: what a run of N tests repeats.
+TEST_0 = re.compile(r"^(@.*\n)*(async )?def test_0\(", re.MULTILINE)
+
+
+def parse_target(target: str) -> tuple[str, float]:
+    """``"<= 1/3"`` -> ``("<=", 0.333...)``; ValueError if it is not of that form."""
+    match = re.fullmatch(r"(<=|>=) (\d+(?:\.\d+)?)(?:/(\d+))?", target)
+    if not match:
+        raise ValueError(f"target {target!r} is not '<= number' or '>= number' (or number/number)")
+    return match[1], float(match[2]) / int(match[3] or 1)
+
+
+def problems() -> list[str]:
+    """Everything wrong with VARIANTS, RUNS and ROWS, found without running anything."""
+    found = []
+    for variant, folders in VARIANTS.items():
+        found += [
+            f"variant {variant}: no folder projects/{folder}"
+            for folder in folders
+            if not (PROJECTS / folder).is_dir()
+        ]
+    names = [run.name for run in RUNS]
+    found += [f"run {name} is declared twice" for name in set(names) if names.count(name) > 1]
+    for run in RUNS:
+        if run.variant not in VARIANTS:
+            found.append(f"run {run.name}: no variant {run.variant!r} in VARIANTS")
+        elif not any((PROJECTS / f / run.module).is_file() for f in VARIANTS[run.variant]):
+            found.append(f"run {run.name}: variant {run.variant} has no {run.module}")
+        elif run.tests != 1 and not TEST_0.search(test_source(run)):
+            found.append(f"run {run.name}: {run.module} has no test_0 to repeat")
+        if run.tests not in SIZES and not (isinstance(run.tests, int) and run.tests > 0):
+            found.append(f"run {run.name}: tests {run.tests!r} is neither a number nor a size")
+        if run.dbtoolkit not in MODES:
+            found.append(f"run {run.name}: dbtoolkit {run.dbtoolkit!r} is not one of {MODES}")
+    read = set()
+    for row in ROWS:
+        read |= row.figure.runs
+        found += [
+            f"row {row.label!r} reads run {name}, which RUNS lacks"
+            for name in sorted(row.figure.runs - set(names))
+        ]
+        fields = {field for _, field, _, _ in string.Formatter().parse(row.label) if field}
+        found += [
+            f"row {row.label!r} names size {{{field}}}, which SIZES lacks"
+            for field in sorted(fields - set(SIZES))
+        ]
+        if row.target:
+            try:
+                parse_target(row.target)
+            except ValueError as error:
+                found.append(f"row {row.label!r}: {error}")
+    found += [f"run {name} is read by no row" for name in names if name not in read]
+    used = {run.variant for run in RUNS}
+    found += [f"variant {variant} is used by no run" for variant in VARIANTS if variant not in used]
+    return found
+
+
+def test_source(run: Run) -> str:
+    """The text of a run's test module, from the last of its variant's folders that has it."""
+    folders = [PROJECTS / folder for folder in VARIANTS[run.variant]]
+    return next(f / run.module for f in reversed(folders) if (f / run.module).is_file()).read_text()
 
 
 # --- Running ---------------------------------------------------------------------------
 
+IGNORED = shutil.ignore_patterns("__pycache__")
 
-@dataclass(frozen=True)
-class Job:
-    """One pytest command, run once per repetition."""
 
-    name: str
-    project: str
-    kind: str
-    count: int
-    # off: no cacheprovider; fresh: new copy and caches; warm: reused; changed: reused,
-    # with the saved migrated data directory under another key, as after a migration
-    # changed
-    cache: str = "off"
-    args: tuple[str, ...] = ()
-    setup: bool = False  # record the set-up time before the first test
+def repeat_test(source: str, count: int) -> str:
+    """The test module with its one test, ``test_0``, written ``count`` times, numbered."""
+    start = TEST_0.search(source)
+    assert start is not None  # problems() checked it
+    header, test = source[: start.start()], source[start.start() :]
+    return header + "\n\n".join(test.replace("test_0(", f"test_{i}(", 1) for i in range(count))
+
+
+def module_of(run: Run, tests: int) -> str:
+    """The file name of a run's test module with ``tests`` tests."""
+    return run.module if tests == 1 else f"{Path(run.module).stem}_{tests}.py"
+
+
+def copy_variants(root: Path, counts: dict[str, int]) -> dict[str, Path]:
+    """Copy each variant's folders into ``root``, with each run's module at its size."""
+    copies = {}
+    for variant, folders in VARIANTS.items():
+        copy = copies[variant] = root / variant
+        for folder in folders:
+            shutil.copytree(PROJECTS / folder, copy, dirs_exist_ok=True, ignore=IGNORED)
+    for run in RUNS:
+        tests = counts[run.name]
+        if tests > 1:
+            (copies[run.variant] / module_of(run, tests)).write_text(
+                repeat_test(test_source(run), tests)
+            )
+    return copies
 
 
 def find_pg_ctl() -> str:
@@ -442,287 +395,95 @@ def find_pg_ctl() -> str:
 
 
 class Runner:
-    """Runs jobs in the generated projects and times them."""
+    """Runs the runs in the copied variants and times them."""
 
-    def __init__(self, root: Path, projects: dict[str, Path], pg_ctl: str) -> None:
+    def __init__(self, root: Path, copies: dict[str, Path], pg_ctl: str) -> None:
         self.root = root
-        self.projects = projects
-        self.baseline_args: list[str] = []
-        if os.geteuid() == 0:
-            self.baseline_args = self._root_workaround(pg_ctl)
+        self.copies = copies
         self.env = {
             key: value
             for key, value in os.environ.items()
             if key not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS") and not key.startswith("DBTOOLKIT_")
         }
-        self.env["PYTHONPATH"] = str(root / "common")
         # Measure what a developer's machine does: cache bytecode, including pytest's
         # assertion-rewritten plugins (every module of Faker, which registers one). With
         # PYTHONDONTWRITEBYTECODE every process would recompile them (0.6 s here). The
         # caches go to the scratch directory, not into the virtual environment.
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+        self.baseline_args: list[str] = []
+        if os.geteuid() == 0:
+            self.baseline_args = self._root_workaround(pg_ctl)
 
     def _root_workaround(self, pg_ctl: str) -> list[str]:
         """Options that let pytest-postgresql's pg_ctl run as root: a launcher and a basetemp."""
         launcher = self.root / "pg_ctl_as_postgres"
-        launcher.write_text(
-            LAUNCHER.format(
-                python=sys.executable, scratch=str(self.root), user="postgres", pg_ctl=pg_ctl
-            )
-        )
+        source = (HERE / "pg_ctl_as_postgres.py").read_text()
+        launcher.write_text(f"#!{sys.executable} -I\n{source}")
         launcher.chmod(0o700)
+        self.env["BENCH_PG_CTL"] = pg_ctl
         (self.root / "basetemp").mkdir()
         self.root.chmod(0o711)
         return [f"--postgresql-exec={launcher}", f"--basetemp={self.root / 'basetemp' / 'run'}"]
 
-    def run(self, job: Job) -> tuple[float, float | None]:
-        """Run a job once; return its wall time and set-up time (seconds)."""
-        project = self.projects[job.project]
+    def run(self, run: Run, tests: int) -> tuple[float, float]:
+        """Run once; return the wall time and the set-up time (seconds)."""
+        project = self.copies[run.variant]
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "bench_timing"]
-        command += [test_file(project, job.kind, job.count), *job.args]
-        env = dict(self.env)
+        command += [module_of(run, tests), *run.options.split()]
         scratch = Path(tempfile.mkdtemp(dir=self.root))
+        timing = scratch / "timing.json"
+        env = dict(self.env, BENCH_TIMING=str(timing))
         try:
-            if job.project.startswith("dbtoolkit"):
-                if job.cache == "fresh":
-                    project = shutil.copytree(
-                        project, scratch / "project", ignore=shutil.ignore_patterns("__pycache__")
-                    )
+            if run.dbtoolkit == "off":
+                command += ["-p", "no:cacheprovider", "-p", "no:dbtoolkit", *self.baseline_args]
+            else:
+                if run.dbtoolkit == "first run":
+                    project = shutil.copytree(project, scratch / "project", ignore=IGNORED)
                     caches = scratch / "cache"
                 else:
-                    caches = self.root / f"cache-{job.project}"
-                if job.cache == "changed":  # the saved migrated data directory is stale
+                    caches = self.root / f"cache-{run.variant}"
+                if run.dbtoolkit == "migration changed":  # the saved migrated data is stale
                     saved = caches / "pytest" / "d" / "dbtoolkit"
+                    for entry in saved.glob("stale-*"):  # filed so by the previous round
+                        shutil.rmtree(entry)
                     for entry in [data.parent for data in saved.glob("*/data")]:
-                        if entry.name.startswith("stale-"):
-                            shutil.rmtree(entry)
-                        else:
-                            entry.rename(entry.with_name(f"stale-{entry.name}"))
+                        entry.rename(entry.with_name(f"stale-{entry.name}"))
                 command += ["-o", f"cache_dir={caches / 'pytest'}"]
                 env["XDG_CACHE_HOME"] = str(caches / "xdg")
-            else:
-                command += ["-p", "no:cacheprovider", "-p", "no:dbtoolkit", *self.baseline_args]
-            timing = scratch / "timing.json"
-            if job.setup:
-                env["BENCH_TIMING"] = str(timing)
+            env["PYTHONPATH"] = str(project)  # for -p bench_timing
             start = time.perf_counter()
             done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
-            wall = time.perf_counter() - start
+            elapsed = time.perf_counter() - start
             passed = re.search(r"(\d+) passed", done.stdout)
-            if done.returncode != 0 or not passed or int(passed[1]) != job.count:
-                sys.exit(f"{job.name} failed: {' '.join(command)}\n{done.stdout}\n{done.stderr}")
-            setup = json.loads(timing.read_text())["setup"] if job.setup else None
+            if done.returncode != 0 or not passed or int(passed[1]) != tests:
+                sys.exit(f"{run.name} failed: {' '.join(command)}\n{done.stdout}\n{done.stderr}")
+            return elapsed, json.loads(timing.read_text())["setup"]
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return wall, setup
 
 
-def async_count(n: int) -> int:
-    """Tests of the async suites: each opens a connection of its own, so fewer."""
-    return max(2, n // 5)
-
-
-def jobs(n: int, n_pg: int, n_xdist: int) -> list[Job]:
-    """Every command of one repetition, in the order they are interleaved."""
-    n_async = async_count(n)
-    return [
-        Job("nodb-1", "nodb", "nodb", 1, setup=True),
-        Job("nodb-N", "nodb", "nodb", n),
-        Job("nodb-plugin-1", "dbtoolkit", "nodb", 1, cache="warm", setup=True),
-        Job("dbtoolkit-1-first", "dbtoolkit", "orm", 1, cache="fresh", setup=True),
-        Job("dbtoolkit-1-second", "dbtoolkit", "orm", 1, cache="warm", setup=True),
-        Job("dbtoolkit-1-changed", "dbtoolkit", "orm", 1, cache="changed", setup=True),
-        Job("dbtoolkit-N", "dbtoolkit", "orm", n, cache="warm"),
-        Job("noleaks-N", "dbtoolkit", "orm", n, cache="warm", args=("--dbtoolkit-leaks=off",)),
-        Job("marked-N", "dbtoolkit", "marked", n_pg, cache="warm"),
-        Job("psycopg-N", "dbtoolkit", "orm", n, cache="warm", args=("--dbtoolkit-driver=psycopg",)),
-        Job("asyncpg-N", "dbtoolkit", "async", n_async, cache="warm"),
-        Job(
-            "asyncpsycopg-N",
-            "dbtoolkit",
-            "async",
-            n_async,
-            cache="warm",
-            args=("--dbtoolkit-async-driver=psycopg",),
-        ),
-        Job("dbtoolkit33-1-first", "dbtoolkit33", "orm", 1, cache="fresh", setup=True),
-        Job("dbtoolkit33-1-second", "dbtoolkit33", "orm", 1, cache="warm", setup=True),
-        Job("naive-1", "naive", "orm", 1, setup=True),
-        Job("naive-N", "naive", "orm", n),
-        Job("naive33-1", "naive33", "orm", 1, setup=True),
-        Job("pgfixture-1", "pgfixture", "cursor", 1, setup=True),
-        Job("pgfixture-N", "pgfixture", "cursor", n_pg),
-        Job("xdist-n0", "dbtoolkit", "orm", n_xdist, cache="warm", args=("-n", "0")),
-        Job("xdist-n2", "dbtoolkit", "orm", n_xdist, cache="warm", args=("-n", "2")),
-        Job("xdist-nodb-n0", "nodb", "nodb", n_xdist, args=("-n", "0")),
-        Job("xdist-nodb-n2", "nodb", "nodb", n_xdist, args=("-n", "2")),
-    ]
-
-
-def measure(runner: Runner, plan: list[Job], repeat: int) -> list[dict[str, float]]:
-    """Run the one-test jobs once to warm up, then ``repeat`` interleaved rounds."""
-    for job in plan:
-        if job.count == 1:
-            runner.run(job)
+def measure(runner: Runner, counts: dict[str, int], repeat: int) -> list[Round]:
+    """Run the one-test runs once to warm up, then ``repeat`` interleaved rounds."""
+    for run in RUNS:
+        if counts[run.name] == 1:
+            runner.run(run, 1)
     rounds = []
     for number in range(1, repeat + 1):
-        figures: dict[str, float] = {}
-        for job in plan:
-            wall, setup = runner.run(job)
-            figures[job.name] = wall
-            line = f"round {number}/{repeat}  {job.name:<22} {wall:7.2f} s"
-            if setup is not None:
-                figures[job.name + ":setup"] = setup
-                line += f"  set-up {setup:6.3f} s"
-            print(line, file=sys.stderr, flush=True)
-        rounds.append(figures)
+        times = Round(wall={}, setup={}, tests=counts)
+        for run in RUNS:
+            whole, before = runner.run(run, counts[run.name])
+            times.wall[run.name], times.setup[run.name] = whole, before
+            print(
+                f"round {number}/{repeat}  {run.name:<22} {whole:7.2f} s  set-up {before:6.3f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        rounds.append(times)
     return rounds
 
 
 # --- Reporting -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the table: a figure per round, how to show it, and an optional target."""
-
-    label: str
-    value: Callable[[dict[str, float]], float]
-    unit: str  # "s", "ms" or "x"
-    target: tuple[str, float] | None = None  # ("<=", 0.2)
-
-
-def rows(n: int, n_pg: int, n_xdist: int) -> list[Row]:
-    """The table: figures first, then the ratios the targets are stated in."""
-
-    def per_test(name: str, count: int, one: str) -> Callable[[dict[str, float]], float]:
-        return lambda r: (r[name] - r[one]) / (count - 1)
-
-    nodb = per_test("nodb-N", n, "nodb-1")
-
-    def overhead(name: str, count: int, one: str) -> Callable[[dict[str, float]], float]:
-        return lambda r: per_test(name, count, one)(r) - nodb(r)
-
-    dbtoolkit = overhead("dbtoolkit-N", n, "dbtoolkit-1-second")
-    overhead_psycopg = overhead("psycopg-N", n, "dbtoolkit-1-second")
-    n_async = async_count(n)
-    naive = overhead("naive-N", n, "naive-1")
-    pgfixture = overhead("pgfixture-N", n_pg, "pgfixture-1")
-
-    def setup(name: str) -> Callable[[dict[str, float]], float]:
-        return lambda r: r[name + ":setup"]
-
-    def db_setup(name: str) -> Callable[[dict[str, float]], float]:
-        # The set-up a test without a database has too (collection, other plugins' fixtures).
-        return lambda r: r[name + ":setup"] - r["nodb-plugin-1:setup"]
-
-    def ratio(a: str, b: str) -> Callable[[dict[str, float]], float]:
-        return lambda r: r[a] / r[b]
-
-    return [
-        Row("(a) no database: per test", nodb, "ms"),
-        Row("(a) no database: whole process, 1 test", lambda r: r["nodb-1"], "s"),
-        Row("(a) same, dbtoolkit plugin loaded", lambda r: r["nodb-plugin-1"], "s"),
-        Row("(a) set-up before the first test, plugin loaded", setup("nodb-plugin-1"), "s"),
-        Row("dbtoolkit: per-test overhead over (a)", dbtoolkit, "ms"),
-        Row("(c) naive chain: per-test overhead over (a)", naive, "ms"),
-        Row(f"(b) pytest-postgresql `postgresql`: per-test overhead (N={n_pg})", pgfixture, "ms"),
-        Row(
-            "dbtoolkit: of which the leak check (minus --dbtoolkit-leaks=off)",
-            lambda r: (r["dbtoolkit-N"] - r["noleaks-N"]) / n,
-            "ms",
-        ),
-        Row("dbtoolkit, psycopg 3: per-test overhead over (a)", overhead_psycopg, "ms"),
-        Row(
-            f"dbtoolkit async, asyncpg: per-test overhead over (a) (N={n_async})",
-            overhead("asyncpg-N", n_async, "dbtoolkit-1-second"),
-            "ms",
-        ),
-        Row(
-            f"dbtoolkit async, psycopg 3: per-test overhead over (a) (N={n_async})",
-            overhead("asyncpsycopg-N", n_async, "dbtoolkit-1-second"),
-            "ms",
-        ),
-        Row(
-            f'dbtoolkit, isolation="database" marker: per-test overhead (N={n_pg})',
-            overhead("marked-N", n_pg, "dbtoolkit-1-second"),
-            "ms",
-        ),
-        Row(
-            "dbtoolkit, 1 revision: set-up before the first test, first run",
-            setup("dbtoolkit-1-first"),
-            "s",
-        ),
-        Row("dbtoolkit, 1 revision: set-up, second run", setup("dbtoolkit-1-second"), "s"),
-        Row(
-            "dbtoolkit, 1 revision: set-up after a migration changed",
-            setup("dbtoolkit-1-changed"),
-            "s",
-        ),
-        Row("dbtoolkit, 33 revisions: set-up, first run", setup("dbtoolkit33-1-first"), "s"),
-        Row("dbtoolkit, 33 revisions: set-up, second run", setup("dbtoolkit33-1-second"), "s"),
-        Row("(c) naive, 1 revision: set-up", setup("naive-1"), "s"),
-        Row("(c) naive, 33 revisions: set-up", setup("naive33-1"), "s"),
-        Row("(b) pytest-postgresql `postgresql`: set-up", setup("pgfixture-1"), "s"),
-        Row("dbtoolkit: whole process, 1 test, first run", lambda r: r["dbtoolkit-1-first"], "s"),
-        Row("dbtoolkit: whole process, 1 test, second run", lambda r: r["dbtoolkit-1-second"], "s"),
-        Row(f"dbtoolkit: {n_xdist} tests, -n 0", lambda r: r["xdist-n0"], "s"),
-        Row(f"dbtoolkit: {n_xdist} tests, -n 2", lambda r: r["xdist-n2"], "s"),
-        Row(f"(a) no database: {n_xdist} tests, -n 0", lambda r: r["xdist-nodb-n0"], "s"),
-        Row(f"(a) no database: {n_xdist} tests, -n 2", lambda r: r["xdist-nodb-n2"], "s"),
-        Row(
-            "**dbtoolkit per-test overhead / (c)'s**",
-            lambda r: dbtoolkit(r) / naive(r),
-            "x",
-            ("<=", 0.2),
-        ),
-        Row(
-            "**(b)'s per-test overhead / dbtoolkit's**",
-            lambda r: pgfixture(r) / dbtoolkit(r),
-            "x",
-            (">=", 100),
-        ),
-        Row(
-            "**database set-up (minus (a)'s), second run / first run (1 revision)**",
-            lambda r: db_setup("dbtoolkit-1-second")(r) / db_setup("dbtoolkit-1-first")(r),
-            "x",
-            ("<=", 1 / 3),
-        ),
-        Row(
-            "**database set-up (minus (a)'s), second run / first run (33 revisions)**",
-            lambda r: db_setup("dbtoolkit33-1-second")(r) / db_setup("dbtoolkit33-1-first")(r),
-            "x",
-            ("<=", 1 / 3),
-        ),
-        Row(
-            "database set-up after a migration changed / first run (1 revision)",
-            lambda r: db_setup("dbtoolkit-1-changed")(r) / db_setup("dbtoolkit-1-first")(r),
-            "x",
-        ),
-        Row(
-            "**1 database test / 1 test without, whole process, second run**",
-            ratio("dbtoolkit-1-second", "nodb-plugin-1"),
-            "x",
-            ("<=", 1.5),
-        ),
-        Row(
-            "same, against (a) without the dbtoolkit plugin",
-            ratio("dbtoolkit-1-second", "nodb-1"),
-            "x",
-        ),
-        Row(
-            f"**xdist speed-up, -n 0 / -n 2 ({n_xdist} tests)**",
-            ratio("xdist-n0", "xdist-n2"),
-            "x",
-            (">=", 1.7),
-        ),
-        Row(
-            f"same, (a) without a database: what xdist itself gives here ({n_xdist} tests)",
-            ratio("xdist-nodb-n0", "xdist-nodb-n2"),
-            "x",
-        ),
-    ]
 
 
 def show(value: float, unit: str) -> str:
@@ -732,27 +493,49 @@ def show(value: float, unit: str) -> str:
     return f"{value:.2f}" if unit == "s" or abs(value) < 100 else f"{value:.0f}"
 
 
-def table(table_rows: list[Row], rounds: list[dict[str, float]]) -> str:
+def label(row: Row, sizes: dict[str, int]) -> str:
+    """The row's label with its sizes filled in, in bold if it has a target."""
+    text = row.label.format(**sizes)
+    return f"**{text}**" if row.target else text
+
+
+def table(rounds: list[Round], sizes: dict[str, int]) -> str:
     """Render the markdown table: median [min-max] over the rounds, target, whether it holds."""
     lines = ["| measure | median [min\N{EN DASH}max] | target | holds |", "|---|---|---|---|"]
-    for row in table_rows:
-        values = [row.value(r) for r in rounds]
+    for row in ROWS:
+        unit = row.figure.unit
+        values = [row.figure.of(r) for r in rounds]
         median = statistics.median(values)
-        suffix = {"s": " s", "ms": " ms", "x": ""}[row.unit]
+        suffix = {"s": " s", "ms": " ms", "x": ""}[unit]
         cell = (
-            f"{show(median, row.unit)}{suffix} "
-            f"[{show(min(values), row.unit)}\N{EN DASH}{show(max(values), row.unit)}]"
+            f"{show(median, unit)}{suffix} "
+            f"[{show(min(values), unit)}\N{EN DASH}{show(max(values), unit)}]"
         )
         target = holds = ""
         if row.target:
-            op, bound = row.target
+            op, bound = parse_target(row.target)
             target = f"{op} {bound:.2f}" if bound < 1 else f"{op} {bound:g}"
             holds = "yes" if (median <= bound if op == "<=" else median >= bound) else "**no**"
-        lines.append(f"| {row.label} | {cell} | {target} | {holds} |")
+        lines.append(f"| {label(row, sizes)} | {cell} | {target} | {holds} |")
     return "\n".join(lines)
 
 
-def header(pg_ctl: str, args: argparse.Namespace) -> str:
+def listing(counts: dict[str, int], sizes: dict[str, int]) -> str:
+    """The runs and the rows as declared, for --list."""
+    lines = ["Runs (one pytest process each, once a round):"]
+    for run in RUNS:
+        lines.append(
+            f"  {run.name:<22} {run.variant:<12} {run.module:<15} {counts[run.name]:>5} tests"
+            f"  dbtoolkit {run.dbtoolkit:<17} {run.options}".rstrip()
+        )
+    lines.append("Rows (the runs each reads; a target):")
+    for row in ROWS:
+        target = f"  target {row.target}" if row.target else ""
+        lines.append(f"  {label(row, sizes)}{target}\n      {', '.join(sorted(row.figure.runs))}")
+    return "\n".join(lines)
+
+
+def header(pg_ctl: str, sizes: dict[str, int], rounds: int) -> str:
     """The machine and the versions the figures were measured with."""
     output = subprocess.run([pg_ctl, "--version"], capture_output=True, text=True).stdout
     pg = re.search(r"\(PostgreSQL\) (\S+)", output)
@@ -764,47 +547,65 @@ def header(pg_ctl: str, args: argparse.Namespace) -> str:
         f"- machine: {os.cpu_count()} cores ({platform.machine()}, {platform.system()}), "
         f"PostgreSQL {pg[1] if pg else '?'} ({pg_ctl})\n"
         f"- Python {platform.python_version()}, {packages}\n"
-        f"- {args.repeat} rounds, N={args.tests} tests (`postgresql` fixture: {args.pg_tests}), "
-        f"xdist suite {args.xdist_tests} tests; per-test overhead = "
+        f"- {rounds} rounds, N={sizes['tests']} tests (`postgresql` fixture: "
+        f"{sizes['pg_tests']}), xdist suite {sizes['xdist_tests']} tests; per-test overhead = "
         "(T(N) - T(1)) / (N - 1) minus the same without a database"
     )
 
 
 def main() -> None:
-    """Parse the options, generate the projects, measure, print the table."""
+    """Check the lists, parse the options, copy the variants, measure, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="A small smoke version")
-    parser.add_argument("-n", "--tests", type=int, help="Tests per suite (default 1000)")
-    parser.add_argument("--pg-tests", type=int, help="Tests of the `postgresql` suite (30)")
-    parser.add_argument("--xdist-tests", type=int, help="Tests of the xdist suite (2000)")
-    parser.add_argument("-r", "--repeat", type=int, help="Interleaved rounds (default 5)")
-    parser.add_argument("--keep", action="store_true", help="Keep the generated projects")
+    parser.add_argument("--quick", action="store_true", help="a small smoke version")
+    for name, (what, full, quick) in SIZES.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            metavar="N",
+            help=f"{what} (default {full}; with --quick {quick})",
+        )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help=f"interleaved rounds (default {ROUNDS[0]}; with --quick {ROUNDS[1]})",
+    )
+    parser.add_argument("--list", action="store_true", help="print the runs and rows, and stop")
+    parser.add_argument("--keep", action="store_true", help="keep the copied projects")
     args = parser.parse_args()
-    defaults = (200, 10, 500, 3) if args.quick else (1000, 30, 2000, 5)
-    for name, default in zip(("tests", "pg_tests", "xdist_tests", "repeat"), defaults, strict=True):
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-    if min(args.tests, args.pg_tests, args.xdist_tests) < 2 or args.repeat < 1:
+    found = problems()
+    if found:
+        sys.exit("benchmarks/run.py: fix VARIANTS, RUNS or ROWS:\n  " + "\n  ".join(found))
+    sizes = {
+        name: getattr(args, name) or (quick if args.quick else full)
+        for name, (_, full, quick) in SIZES.items()
+    }
+    repeat = args.repeat or ROUNDS[args.quick]
+    if min(sizes.values()) < 2 or repeat < 1:
         parser.error("test counts must be at least 2 and --repeat at least 1")
+    counts = {run.name: sizes[run.tests] if run.tests in SIZES else run.tests for run in RUNS}
+    if args.list:
+        print(listing(counts, sizes))
+        return
 
     pg_ctl = find_pg_ctl()
     load = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="dbtoolkit-bench-"))
     started = time.perf_counter()
     try:
-        runner = Runner(root, generate(root), pg_ctl)
-        rounds = measure(runner, jobs(args.tests, args.pg_tests, args.xdist_tests), args.repeat)
+        runner = Runner(root, copy_variants(root, counts), pg_ctl)
+        rounds = measure(runner, counts, repeat)
     finally:
         if args.keep:
-            print(f"generated projects kept in {root}", file=sys.stderr)
+            print(f"copied projects kept in {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    print(header(pg_ctl, args))
+    print(header(pg_ctl, sizes, repeat))
     print(
         f"- took {time.perf_counter() - started:.0f} s; load average {load:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end\n"
     )
-    print(table(rows(args.tests, args.pg_tests, args.xdist_tests), rounds))
+    print(table(rounds, sizes))
 
 
 if __name__ == "__main__":
