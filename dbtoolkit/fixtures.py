@@ -45,15 +45,24 @@ class RunState:
     # The layers that fixtures wider than a test laid through the application, bottom first.
     fixture_layers: list[seeding.LayerKey] = field(default_factory=list)
     _own_databases: Iterator[int] = field(default_factory=itertools.count)
+    _guard_before: tuple[Any, str] | None = None
 
     def block(self) -> None:
         """From now on, refuse connections outside the run's databases."""
-        GUARD.block(
+        before = GUARD.block(
             self.place.boundary(self.settings.allow_urls),
             "Point the application at the test database with dbtoolkit_env (e.g. "
             "DATABASE_URL={url}), or, if the tests really need that database, allow it "
             "with dbtoolkit_allow_urls (--dbtoolkit-allow-urls)",
         )
+        if self._guard_before is None:
+            self._guard_before = before
+
+    def unblock(self) -> None:
+        """Guard as before the run (a run inside another's test gives it back its guard)."""
+        if self._guard_before is not None:
+            GUARD.restore(self._guard_before)
+            self._guard_before = None
 
     def leaked(self) -> list[leaks.Write]:
         """What was committed behind the last test's back; the database is put right first."""
@@ -250,8 +259,13 @@ def dbtoolkit_connection(
         state.connection = shared
         sandbox = state.sandbox
         if sandbox is not None:  # the application's engines join the test on it
-            sandbox.current[False] = lambda: shared.connection.connection.dbapi_connection
-            sandbox.on_write = shared.note_write
+            sandbox.current[False] = (
+                engine.dialect.driver,
+                lambda: shared.connection.connection.dbapi_connection,
+            )
+            sandbox.note = shared.note
+            shared.after_rollback = sandbox.forget
+            shared.before_building = sandbox.settle
         try:
             yield shared
         finally:

@@ -112,14 +112,19 @@ class Guard:
         self._local = threading.local()
         self._seen: list[str] | None = None  # allowed URLs reached, while ``only`` records
 
-    def block(self, boundary: Boundary, fixes: str) -> None:
-        """From now on, refuse connections outside ``boundary``."""
-        _install()
-        self.boundary, self.fixes = boundary, fixes
+    def block(self, boundary: Boundary, fixes: str) -> tuple[Boundary | None, str]:
+        """From now on, refuse connections outside ``boundary``.
 
-    def unblock(self) -> None:
-        """Let every connection through again."""
-        self.boundary = None
+        Returns what the guard did before, for ``restore`` (a pytest run inside a test).
+        """
+        _install()
+        before = self.boundary, self.fixes
+        self.boundary, self.fixes = boundary, fixes
+        return before
+
+    def restore(self, before: tuple[Boundary | None, str]) -> None:
+        """Guard as before ``block``."""
+        self.boundary, self.fixes = before
 
     @contextmanager
     def unblocked(self) -> Iterator[None]:

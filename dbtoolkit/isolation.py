@@ -93,6 +93,8 @@ class SharedConnection(Generic[Layer]):
     def __init__(self, engine: Engine, on_escape: Callable[[], None] = lambda: None) -> None:
         self.engine = engine
         self.on_escape = on_escape
+        self.after_rollback: Callable[[], None] = lambda: None  # told of each ROLLBACK TO
+        self.before_building: Callable[[], None] = lambda: None  # before a layer or a test
         self._open()
 
     def _open(self) -> None:
@@ -116,9 +118,8 @@ class SharedConnection(Generic[Layer]):
         while keep < min(len(keys), len(self.layers)) and self.layers[keep][0] == keys[keep]:
             keep += 1
         if keep < len(self.layers) or self.written:
-            self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT dbtoolkit_{keep}")
+            self._roll_back_to(keep)
             del self.layers[keep:]
-            self.written = False
         for key in keys[keep:]:
             below = self.layers[-1][1] if self.layers else None
             self.add_layer(key, lay(key, self.connection, below))
@@ -135,6 +136,7 @@ class SharedConnection(Generic[Layer]):
         """
         sessions: list[Session] = []
         violation = None
+        self.before_building()
         try:
             yield sessions
         finally:
@@ -164,18 +166,24 @@ class SharedConnection(Generic[Layer]):
             sessions.append(session)
             yield session
 
-    def note_write(self) -> None:
-        """Something was written on the connection that its own events did not see."""
-        self.written = True
+    def note(self, statement: str) -> None:
+        """A statement ran on the connection (through any session or engine)."""
+        if not self.written and not statement.lstrip()[:9].upper().startswith(_READING):
+            self.written = True
 
     def back_to_top(self) -> None:
         """Undo what was written since the top layer."""
         if self.written:
-            self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT dbtoolkit_{len(self.layers)}")
-            self.written = False
+            self._roll_back_to(len(self.layers))
+
+    def _roll_back_to(self, layer: int) -> None:
+        self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT dbtoolkit_{layer}")
+        self.written = False
+        self.after_rollback()
 
     def add_layer(self, key: Hashable, layer: Layer) -> None:
         """Close what was written since the top layer as a layer of its own, ``key``."""
+        self.before_building()
         self.layers.append((key, layer))
         self.connection.exec_driver_sql(f"SAVEPOINT dbtoolkit_{len(self.layers)}")
         self.written = False
@@ -203,9 +211,7 @@ class SharedConnection(Generic[Layer]):
         self.connection.close()
 
     def _note(self, *args: Any) -> None:
-        statement: str = args[2]
-        if not self.written and not statement.lstrip()[:9].upper().startswith(_READING):
-            self.written = True
+        self.note(args[2])
 
     def _check_deferred(self) -> DeferredConstraintError | None:
         if _transaction_status(self.connection) == _FAILED:

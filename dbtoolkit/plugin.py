@@ -53,8 +53,9 @@ SHARED = "dbtoolkit"
 XDIST_PLACE = "_DBTOOLKIT_XDIST_PLACE"
 # The fixture every fixture that needs the server depends on.
 PROVISIONED = "_dbtoolkit_provisioned"
-# The settings, and where the databases will be, from before the conftest.py files.
-EARLY = pytest.StashKey[tuple[Settings, Place]]()
+# The settings, where the databases will be, and the environment variables they
+# replaced, from before the conftest.py files.
+EARLY = pytest.StashKey[tuple[Settings, Place, dict[str, str | None]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,13 +84,19 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         place = Place.plan(settings, pg, run, worker, port)
     else:
         place = Place.plan(settings, pg, uuid.uuid4().hex[:12], "main")
-    os.environ.update(place.environment(settings.env))
-    early_config.stash[EARLY] = settings, place
+    early_config.stash[EARLY] = settings, place, _export(place.environment(settings.env))
+
+
+def _export(variables: dict[str, str]) -> dict[str, str | None]:
+    """Set ``variables`` in the environment; return the values they replaced."""
+    replaced = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    return replaced
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Bind the factories before test modules import them; set up the run's state."""
-    settings, place = config.stash[EARLY]
+    settings, place, _ = config.stash[EARLY]
     try:
         factories = seeding.factory_classes(settings.factories)
     except ConfigError as exc:
@@ -108,7 +115,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if place.run != shared["run"]:  # its environment did not say: set it again, late
             pg = postgresql_config(config)
             place = Place.plan(settings, pg, shared["run"], workerinput["workerid"], shared["port"])
-            os.environ.update(place.environment(settings.env))
+            _export(place.environment(settings.env))
     config.stash[STATE] = RunState(settings, factories, place, handoff)
     if workerinput is None and config.getoption("dist", "no") != "no":
         os.environ[XDIST_PLACE] = json.dumps([place.run, place.port])
@@ -116,8 +123,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The run is over: let connections through again."""
-    GUARD.unblock()
+    """The run is over: the guard and the environment are as before it.
+
+    As before it, not off: pytester runs pytest inside a test of another run.
+    """
+    if STATE in config.stash:
+        config.stash[STATE].unblock()
+    if EARLY in config.stash:
+        for name, value in config.stash[EARLY][2].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    os.environ.pop(XDIST_PLACE, None)
 
 
 class _XdistController:
@@ -166,7 +184,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     An xdist worker asks the controller for the database too.
     """
     state = session.config.stash[STATE]
-    if any(PROVISIONED in getattr(item, "fixturenames", ()) for item in session.items):
+    # With the env setting, every test may reach the database through the application.
+    if (state.settings.env and session.items) or any(
+        PROVISIONED in getattr(item, "fixturenames", ()) for item in session.items
+    ):
         state.block()
         if state.handoff is not None:
             state.handoff.ask(state.place.worker)
@@ -256,7 +277,9 @@ def pytest_fixture_setup(
 ) -> Generator[None, Any, Any]:
     """Name the fixture being set up, for the guard; keep what a wider one writes."""
     state = request.config.stash[STATE]
-    where = f"fixture {fixturedef.argname!r} (in the setup of {request.node.nodeid})"
+    where = f"fixture {fixturedef.argname!r}"
+    if request.node.nodeid:  # not the session
+        where += f" (in the setup of {request.node.nodeid})"
     with GUARD.doing(where), state.wider_fixture(fixturedef):
         return (yield)
 

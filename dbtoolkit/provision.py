@@ -174,7 +174,7 @@ def _migrate(settings: Settings, place: Place, template: str, server: Server) ->
         async_url=url.set(drivername=settings.async_dbapi_name),
         command_line=settings.migrate_command,
         environment=place.environment(settings.env, template),
-        cwd=settings.alembic_ini.parent,
+        cwd=settings.root,
     )
 
 

@@ -11,8 +11,10 @@ application writes, through ``Session(engine)``, a ``sessionmaker``,
 the test's transaction, seen by ``db_session`` and rolled back after the test.
 
 ``Sandbox.current`` says which connection is the running test's: the shared sync
-connection, or the running async test's. The application's transactions must end
-before the test rolls back below them, as with any savepoint.
+connection, or the running async test's. When the test rolls back below an
+application transaction that is still open (a session that lives longer than a test),
+its savepoint is gone: it is opened again before that transaction's next statement,
+so the application goes on as if it had just begun.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection, Dialect
 
+from dbtoolkit.errors import ConfigError
 from dbtoolkit.guard import Target, endpoint
 
 
@@ -40,31 +43,55 @@ class Sandbox:
 
     def __init__(self, host: str, port: int, database: str) -> None:
         self.server, self.database = endpoint(host, port), database
-        # The running test's DBAPI connection, sync or async (None: no test runs).
-        self.current: dict[bool, Callable[[], Any | None]] = {}
-        self.on_write: Callable[[], None] = lambda: None
-        self.engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # the joined ones
-        self.transactions = 0  # application transactions begun so far
-        self._dialects: weakref.WeakSet[Dialect] = weakref.WeakSet()
+        # The running test's driver and DBAPI connection, sync and async (the connection
+        # is None while no test runs).
+        self.current: dict[bool, tuple[str, Callable[[], Any | None]]] = {}
+        # Told of every statement the application runs on the test's connection.
+        self.note: Callable[[str], None] = lambda statement: None
+        self.engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # on the test database
+        self._dialects: weakref.WeakSet[Dialect] = weakref.WeakSet()  # the joined ones
         self._names = itertools.count(1)
-        # The savepoint each application connection (a pool checkout) has open.
-        self._savepoints: dict[int, str] = {}
+        # The savepoint each application connection (a pool checkout) has open, by id,
+        # with the connection it is on, and those no longer there.
+        self._open: dict[int, tuple[str, Any]] = {}
+        self._gone: set[int] = set()
+        # The async psycopg connection shared with the sync test connection it stands on.
+        self._async: tuple[Any, Any] | None = None
         self._lock = threading.Lock()
 
     def install(self) -> None:
         """Listen to every engine's connections."""
         event.listen(Engine, "do_connect", self._do_connect)
         event.listen(Engine, "engine_connect", self._engine_connect)
+        event.listen(Engine, "before_cursor_execute", self._statement)
 
     def uninstall(self) -> None:
         """Stop listening."""
         event.remove(Engine, "do_connect", self._do_connect)
         event.remove(Engine, "engine_connect", self._engine_connect)
+        event.remove(Engine, "before_cursor_execute", self._statement)
 
     def dispose(self) -> None:
-        """Empty the joined engines' pools: their next connection is the test's new one."""
+        """Empty the pools of the engines on the test database (before it is recreated)."""
         for engine in list(self.engines):
             engine.dispose(close=False)
+        self.forget()
+
+    def forget(self) -> None:
+        """The test rolled back below every open application savepoint."""
+        self._gone.update(self._open)
+
+    def settle(self) -> None:
+        """Release the open application savepoints, before the test builds on top of them.
+
+        What the application wrote in them stays; its transactions go on in new
+        savepoints from their next statement. Else a later COMMIT of a session that
+        outlives a test (RELEASE) would release the test's own savepoints with its own.
+        """
+        for key, (name, connection) in reversed(list(self._open.items())):
+            if key not in self._gone:
+                _execute(connection, f"RELEASE SAVEPOINT {name}")
+                self._gone.add(key)
 
     def _do_connect(self, dialect: Dialect, record: Any, cargs: Any, cparams: Any) -> Any:
         if getattr(dialect, "_dbtoolkit_own", False):
@@ -72,16 +99,65 @@ class Sandbox:
         target = Target.of(cparams)
         if endpoint(target.host, target.port) != self.server or target.database != self.database:
             return None
-        current = self.current.get(dialect.is_async)
-        connection = current() if current is not None else None
-        if connection is None:
-            return None
-        self._join(dialect)
+        connection = self._connection_for(dialect, create=True)
+        if connection is not None:
+            self._join(dialect)
+        return connection
+
+    def _connection_for(self, dialect: Dialect, *, create: bool) -> Any | None:
+        """The running test's DBAPI connection for an engine of ``dialect``, or None.
+
+        An async psycopg engine gets an async connection on the sync test connection's
+        libpq connection (``create``: made now, in the application's event loop).
+        """
+        sync_driver, sync = self.current.get(False, ("", lambda: None))
+        if dialect.is_async and True not in self.current:
+            raw = sync()
+            if raw is None:
+                return None
+            if dialect.driver != "psycopg" or sync_driver != "psycopg":
+                if not create:
+                    return None
+                raise ConfigError(
+                    f"an async engine of the application reaches the test database with "
+                    f"{dialect.driver}; it joins the test's transaction through psycopg, whose "
+                    "async connection can share the test's (postgresql+psycopg, with "
+                    "dbtoolkit_driver = psycopg), or in a test that uses async_db_session "
+                    "(with dbtoolkit_async_driver naming its driver)"
+                )
+            if self._async is None or self._async[0] is not raw:
+                if not create:
+                    return None
+                self._async = raw, _share_psycopg(dialect, raw)
+            return self._async[1]
+        driver, current = self.current.get(dialect.is_async, ("", lambda: None))
+        connection = current()
+        if connection is not None and create and dialect.driver != driver:
+            setting = "async_driver" if dialect.is_async else "driver"
+            raise ConfigError(
+                f"an engine of the application reaches the test database with "
+                f"{dialect.driver}, but the test's connection uses {driver}, and one "
+                f"transaction cannot span both; set dbtoolkit_{setting} = {dialect.driver} "
+                f"(--dbtoolkit-{setting.replace('_', '-')})"
+            )
         return connection
 
     def _engine_connect(self, connection: Connection) -> None:
-        if connection.engine.dialect in self._dialects:
-            self.engines.add(connection.engine)
+        engine = connection.engine
+        if engine in self.engines or getattr(engine.dialect, "_dbtoolkit_own", False):
+            return
+        url = engine.url
+        if endpoint(url.host, url.port) == self.server and url.database == self.database:
+            self.engines.add(engine)
+
+    def _statement(self, connection: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        if connection.dialect not in self._dialects:
+            return
+        fairy = connection.connection
+        if id(fairy) in self._gone:  # its savepoint went with the test's rollback
+            self._gone.discard(id(fairy))
+            _execute(fairy, f"SAVEPOINT {self._open[id(fairy)][0]}")
+        self.note(statement)
 
     def _join(self, dialect: Dialect) -> None:
         """Make ``dialect`` turn transaction control into savepoints on the test's connection."""
@@ -92,26 +168,27 @@ class Sandbox:
 
         def joined(connection: Any) -> bool:
             raw = getattr(connection, "dbapi_connection", connection)
-            current = self.current.get(dialect.is_async)
-            return current is not None and raw is current()
+            return raw is self._connection_for(dialect, create=False)
 
         def begin(connection: Any) -> None:
             name = f"dbtoolkit_app_{next(self._names)}"
             _execute(connection, f"SAVEPOINT {name}")
-            self._savepoints[id(connection)] = name
-            self.transactions += 1
-            self.on_write()
+            self._open[id(connection)] = name, connection.dbapi_connection
+            self._gone.discard(id(connection))
+
+        def end(connection: Any, *statements: str) -> None:
+            name, _ = self._open.pop(id(connection), (None, None))
+            if id(connection) in self._gone:  # nothing ran since it went: nothing to end
+                self._gone.discard(id(connection))
+            elif name is not None:
+                for statement in statements:
+                    _execute(connection, statement.format(name))
 
         def commit(connection: Any) -> None:
-            name = self._savepoints.pop(id(connection), None)
-            if name is not None:
-                _execute(connection, f"RELEASE SAVEPOINT {name}")
+            end(connection, "RELEASE SAVEPOINT {}")
 
         def rollback(connection: Any) -> None:
-            name = self._savepoints.pop(id(connection), None)
-            if name is not None:
-                _execute(connection, f"ROLLBACK TO SAVEPOINT {name}")
-                _execute(connection, f"RELEASE SAVEPOINT {name}")
+            end(connection, "ROLLBACK TO SAVEPOINT {}", "RELEASE SAVEPOINT {}")
 
         def nothing(connection: Any, *args: Any) -> None:
             return None
@@ -138,6 +215,24 @@ def _either(
         return (replacement if joined(connection) else original)(connection, *args)
 
     return method
+
+
+def _share_psycopg(dialect: Dialect, sync: Any) -> Any:
+    """An async psycopg connection, adapted for ``dialect``, on ``sync``'s libpq connection.
+
+    It never prepares statements: the sync connection names its prepared statements
+    without knowing of it, and two such namings on one server session would clash.
+    """
+    import psycopg
+
+    async def on_the_same_libpq_connection(
+        *args: Any, **kwargs: Any
+    ) -> psycopg.AsyncConnection[Any]:
+        connection: psycopg.AsyncConnection[Any] = psycopg.AsyncConnection(sync.pgconn)
+        connection.prepare_threshold = None
+        return connection
+
+    return dialect.loaded_dbapi.connect(async_creator_fn=on_the_same_libpq_connection)
 
 
 def _execute(connection: Any, statement: str) -> None:

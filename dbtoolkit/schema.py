@@ -119,7 +119,7 @@ def migrate(
     application at the template. Either way, the template must then be at head.
     """
     head = head_revision(config)
-    env_py = Path(ScriptDirectory.from_config(config).dir) / "env.py"
+    env_py = (Path(ScriptDirectory.from_config(config).dir) / "env.py").resolve()
     if command_line is not None:
         what = f"the migration command {command_line!r}"
         _run(command_line, environment or {}, cwd)

@@ -170,6 +170,7 @@ class Settings:
     allow_urls: tuple[URL, ...]
     leaks: str
     sources: Mapping[str, Source]
+    root: Path  # where the migration command runs: the ini file's directory, or the rootdir
 
     def alembic(self, url: URL | None = None) -> Config:
         """The Alembic configuration these settings name, pointed at ``url`` when given."""
@@ -193,7 +194,11 @@ class Settings:
         elif isinstance(value, URL):  # before tuple: a URL is a named tuple
             value = value.render_as_string(hide_password=True)
         elif isinstance(value, tuple):
-            value = ", ".join(value) or "none"
+            shown = (
+                item.render_as_string(hide_password=True) if isinstance(item, URL) else str(item)
+                for item in value
+            )
+            value = ", ".join(shown) or "none"
         return f"{value} (from {self.sources[name]})"
 
 
@@ -264,6 +269,7 @@ def resolve(config: pytest.Config, options: Any = None) -> Settings:
         allow_urls=tuple(_url(text, "allow_urls", sources) for text in values["allow_urls"]),
         leaks=values["leaks"],
         sources=sources,
+        root=config.inipath.parent if config.inipath else config.rootpath,
     )
 
 

@@ -1,11 +1,14 @@
 import os
 
 import pytest
+from developer import developer_database, developer_server  # noqa: F401 (fixtures)
 
 from dbtoolkit import seed
 from factories import UserFactory
 
 pytest_plugins = ["pytester"]
+# Projects that inner runs copy, with test suites of their own.
+collect_ignore = ["examples"]
 
 seeded_users = seed(UserFactory, 5)
 
