@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from dbtoolkit.errors import ASYNC_EXTRA, ConfigError
-from dbtoolkit.seeding import Current
+from dbtoolkit.seeding import Current, build_batch
 
 try:  # needs greenlet, which only the async extra installs
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
@@ -80,9 +80,12 @@ async def create_async(
 async def create_batch_async(
     factory: type[Any], count: int, *, session: AsyncSession | None = None, **attributes: Any
 ) -> list[Any]:
-    """Create ``count`` objects with a factory through an AsyncSession, in one flush."""
+    """Create ``count`` objects with a factory through an AsyncSession, in one flush.
+
+    The factory is factory_boy's or polyfactory's; either only builds the objects.
+    """
     target = session if session is not None else current_async_session()
-    objects: list[Any] = factory.build_batch(count, **attributes)
+    objects = build_batch(factory, count, attributes)
     target.add_all(objects)
     await target.flush()
     return objects

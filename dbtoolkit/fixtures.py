@@ -42,6 +42,7 @@ class RunState:
     database: isolation.RunDatabase | None = None
     sandbox: Sandbox | None = None  # while the test database exists
     connection: isolation.SharedConnection[seeding.Laid] | None = None
+    test: ItemState | None = None  # the running (or last) test's
     # The layers that fixtures wider than a test laid through the application, bottom first.
     fixture_layers: list[seeding.LayerKey] = field(default_factory=list)
     _own_databases: Iterator[int] = field(default_factory=itertools.count)
@@ -219,8 +220,8 @@ def dbtoolkit_database(
                 state.database = None
             # The last test's teardown is under way: its leaks are checked before the drop.
             writes = leaks.check(database.watch, lambda: None) if database.watch else []
-    if writes:
-        leaks.report(writes, state.settings.leaks)
+    if writes:  # the last test's: its teardown is under way
+        leaks.report(writes, state.settings.leaks, bound=bool(state.test and state.test.bound))
 
 
 @pytest.fixture(scope="session")
@@ -416,7 +417,7 @@ def _dbtoolkit_autouse(request: pytest.FixtureRequest) -> None:
     """
     state = request.config.stash[STATE]
     test = ItemState(seeding.seed_for(state.settings.seed, request.node.nodeid))
-    request.node.stash[TEST] = test
+    request.node.stash[TEST] = state.test = test
     seeding.reseed(test.seed)
     seeding.set_sequences(state.factories, {})
     if state.settings.env:

@@ -353,7 +353,7 @@ def _check_bound(maker: Any, factory: sessionmaker[Any], bind: object) -> None:
         session.close()
     if resolved is bind:
         return
-    if type(session).__module__.startswith("flask_sqlalchemy"):
+    if any(cls.__module__.startswith("flask_sqlalchemy") for cls in type(session).__mro__):
         raise IsolationError(
             f"db_bind({maker!r}) cannot take effect: Flask-SQLAlchemy 3's Session.get_bind "
             "ignores the bind a session is given and returns db.engine "

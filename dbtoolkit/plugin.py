@@ -225,7 +225,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"dbtoolkit: schema {settings.describe('alembic_ini')}{scripts}, head {head}; "
         f"factories {settings.describe('factories')}, {len(state.factories)} bound; "
         f"seed {settings.describe('seed')}; leaks {settings.describe('leaks')}; "
-        f"driver {settings.describe('driver')}",
+        f"driver {settings.describe('driver')}"
+        + (
+            f"; session {settings.describe('session_class')}"
+            if settings.sources["session_class"] != "default"
+            else ""
+        ),
     ]
     if settings.env:
         variables = state.place.environment(settings.env, mask=True)

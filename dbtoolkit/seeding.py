@@ -2,8 +2,10 @@
 
 Factories name no session of their own. ``bind`` points each one at
 ``current_session``, which returns the session that ``activate`` made current for
-the test. ``reseed`` and ``set_sequences`` make Faker and factory_boy produce the
-same values for the same test on every run, whatever the order the tests run in.
+the test; polyfactory's ``SQLAlchemyFactory`` classes too (their ``__session__``, and
+``__async_session__`` for the async test's). ``reseed`` and ``set_sequences`` make
+Faker, factory_boy and polyfactory produce the same values for the same test on every
+run, whatever the order the tests run in.
 ``prepare`` gives a test the seed layers it asks for on a ``SharedConnection``:
 ``lay`` creates a seed fixture's rows (a ``SeedSpec``) once, as one layer, for every
 test that asks for them.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -78,7 +81,7 @@ def one_flush(factories: Iterable[FactoryClass]) -> Iterator[None]:
 
     The session flushes them together afterwards, one INSERT per table.
     """
-    saved = {cls: cls._meta.sqlalchemy_session_persistence for cls in factories}
+    saved = {cls: cls._meta.sqlalchemy_session_persistence for cls in _boy(factories)}
     for cls in saved:
         cls._meta.sqlalchemy_session_persistence = None
     try:
@@ -100,16 +103,54 @@ def factory_classes(module_names: Iterable[str]) -> tuple[FactoryClass, ...]:
                 "fix the module or the dbtoolkit_factories setting (--dbtoolkit-factories)"
             ) from None
         for _, value in inspect.getmembers(module, inspect.isclass):
-            if issubclass(value, SQLAlchemyModelFactory) and not value._meta.abstract:
+            if (issubclass(value, SQLAlchemyModelFactory) and not value._meta.abstract) or (
+                _is_polyfactory(value) and not value.__dict__.get("__is_base_factory__")
+            ):
                 found[value] = None
     return tuple(found)
 
 
+def _is_polyfactory(cls: type[Any]) -> bool:
+    """Whether ``cls`` is a polyfactory SQLAlchemyFactory (only if the project imported it)."""
+    module = sys.modules.get("polyfactory.factories.sqlalchemy_factory")
+    return module is not None and issubclass(cls, module.SQLAlchemyFactory)
+
+
+def _boy(factories: Iterable[FactoryClass]) -> list[FactoryClass]:
+    """The factory_boy factories among ``factories``."""
+    return [cls for cls in factories if issubclass(cls, SQLAlchemyModelFactory)]
+
+
+def _async_session() -> Any:
+    from dbtoolkit.aio import current_async_session  # only where the async extra is
+
+    return current_async_session()
+
+
 def bind(factories: Iterable[FactoryClass]) -> None:
     """Make every factory create through ``current_session``."""
+    boy = _boy(factories)
     for factory_class in factories:
-        factory_class._meta.sqlalchemy_session = None
-        factory_class._meta.sqlalchemy_session_factory = current_session
+        if factory_class in boy:
+            factory_class._meta.sqlalchemy_session = None
+            factory_class._meta.sqlalchemy_session_factory = current_session
+        else:  # polyfactory
+            factory_class.__session__ = current_session
+            factory_class.__async_session__ = _async_session
+
+
+def build_batch(factory: FactoryClass, count: int, attributes: Mapping[str, Any]) -> list[Any]:
+    """Build ``count`` objects, unsaved, with a factory_boy or polyfactory factory."""
+    if _boy([factory]):
+        return list(factory.build_batch(count, **attributes))
+    return list(factory.batch(count, **attributes))
+
+
+def create_batch(factory: FactoryClass, count: int, attributes: Mapping[str, Any]) -> list[Any]:
+    """Create ``count`` objects with a factory_boy or polyfactory factory."""
+    if _boy([factory]):
+        return list(factory.create_batch(count, **attributes))
+    return list(factory.create_batch_sync(count, **attributes))
 
 
 def seed_for(base: int, nodeid: str) -> int:
@@ -127,12 +168,15 @@ def reseed(seed: int) -> None:
     factory.random.randgen.seed(seed)
     factory.random.randgen.state_set = True  # type: ignore[attr-defined]
     faker.generator.random.seed(seed)
+    polyfactory = sys.modules.get("polyfactory.factories.base")
+    if polyfactory is not None:
+        polyfactory.BaseFactory.seed_random(seed)
 
 
 def sequences(factories: Iterable[FactoryClass]) -> dict[FactoryClass, int]:
     """Return the next sequence number of each factory."""
     found = {}
-    for factory_class in factories:
+    for factory_class in _boy(factories):
         found[factory_class] = factory_class._meta.next_sequence()
         factory_class.reset_sequence(found[factory_class], force=True)
     return found
@@ -143,7 +187,7 @@ def set_sequences(factories: Iterable[FactoryClass], values: Mapping[FactoryClas
 
     Restarted sequences make a test's values independent of the tests before it.
     """
-    for factory_class in factories:
+    for factory_class in _boy(factories):
         factory_class.reset_sequence(values.get(factory_class), force=True)
 
 
@@ -214,7 +258,7 @@ def lay(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
     with activate(session), one_flush((*factories, spec.factory)):
-        objects: list[Any] = spec.factory.create_batch(spec.count, **spec.attributes)
+        objects = create_batch(spec.factory, spec.count, spec.attributes)
     session.commit()
     session.close()  # detaches the objects; each test merges them into its own session
     return Laid(objects, sequences(factories), depth)
@@ -273,6 +317,6 @@ def fixture_layer(connection: SharedConnection[Laid], fixture: str) -> LayerKey:
 def create_now(spec: SeedSpec, session: Session, factories: tuple[FactoryClass, ...]) -> list[Any]:
     """Create a seed's rows in the test itself, flushed together, and commit them."""
     with one_flush((*factories, spec.factory)):
-        objects: list[Any] = spec.factory.create_batch(spec.count, **spec.attributes)
+        objects = create_batch(spec.factory, spec.count, spec.attributes)
     session.commit()
     return objects
