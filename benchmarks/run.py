@@ -98,6 +98,11 @@ class Run:
     options: str = ""  # more of pytest's command line
 
 
+# The application's engine, pointed at the test database as a project would point it.
+APP_URL = (
+    "--dbtoolkit-env=DATABASE_URL=postgresql+psycopg2://{user}:{password}@{host}:{port}/{database}"
+)
+
 RUNS = (
     Run("nodb-1", "nodb", "test_nodb.py", 1),
     Run("nodb-N", "nodb", "test_nodb.py", "tests"),
@@ -107,6 +112,9 @@ RUNS = (
     Run("dbtoolkit-1-changed", "dbtoolkit", "test_orm.py", 1, "migration changed"),
     Run("dbtoolkit-N", "dbtoolkit", "test_orm.py", "tests", "second run"),
     Run("noleaks-N", "dbtoolkit", "test_orm.py", "tests", "second run", "--dbtoolkit-leaks=off"),
+    Run("noguard-N", "dbtoolkit", "test_orm.py", "tests", "second run", "--without-guard"),
+    Run("app-1", "dbtoolkit", "test_app.py", 1, "second run", APP_URL),
+    Run("app-N", "dbtoolkit", "test_app.py", "tests", "second run", APP_URL),
     Run("marked-N", "dbtoolkit", "test_marked.py", "pg_tests", "second run"),
     Run(
         "psycopg-N", "dbtoolkit", "test_orm.py", "tests", "second run", "--dbtoolkit-driver=psycopg"
@@ -215,6 +223,14 @@ ROWS = (
     Row(
         "dbtoolkit: of which the leak check (minus --dbtoolkit-leaks=off)",
         DBTOOLKIT - overhead("noleaks-N"),
+    ),
+    Row(
+        "dbtoolkit: of which the guard (minus the guard switched off)",
+        DBTOOLKIT - overhead("noguard-N"),
+    ),
+    Row(
+        "dbtoolkit, the application's own engine joining the test: per-test overhead over (a)",
+        overhead("app-N", "app-1"),
     ),
     Row("dbtoolkit, psycopg 3: per-test overhead over (a)", overhead("psycopg-N")),
     Row(
