@@ -43,6 +43,7 @@ class RunState:
     sandbox: Sandbox | None = None  # while the test database exists
     connection: isolation.SharedConnection[seeding.Laid] | None = None
     test: ItemState | None = None  # the running (or last) test's
+    layering: bool = False  # a fixture wider than a test is being set up (``wider_fixture``)
     # The layers that fixtures wider than a test laid through the application, bottom first.
     fixture_layers: list[seeding.LayerKey] = field(default_factory=list)
     _own_databases: Iterator[int] = field(default_factory=itertools.count)
@@ -78,18 +79,20 @@ class RunState:
         """A fixture wider than a test is set up: what the application writes in it is kept.
 
         It becomes a layer of shared seed data below the tests' own seeds, as long as
-        the fixture lives (the first superuser, a logged-in client).
+        the fixture lives (the first superuser, a logged-in client). Only with the
+        ``env`` setting, which opens the shared connection before any such fixture.
         """
         shared = self.connection
-        if (
-            shared is None
-            or fixturedef.scope == "function"
-            or fixturedef.func.__module__ == __name__
-        ):
+        ours = fixturedef.func.__module__ == __name__
+        if shared is None or not self.settings.env or fixturedef.scope == "function" or ours:
             yield
             return
         seeding.prepare_fixture_layers(shared, self.fixture_layers)
-        yield
+        self.layering = True
+        try:
+            yield
+        finally:
+            self.layering = False
         if shared.written:
             key = seeding.fixture_layer(shared, fixturedef.argname)
             self.fixture_layers.append(key)
@@ -262,8 +265,15 @@ def dbtoolkit_connection(
         if sandbox is not None:  # the application's engines join the test on it
             sandbox.current[False] = (
                 engine.dialect.driver,
-                lambda: shared.connection.connection.dbapi_connection,
+                lambda: (
+                    None
+                    if shared.connection.closed
+                    else shared.connection.connection.dbapi_connection
+                ),
             )
+            # Only while a test runs on it, or a wider fixture lays a layer: whether an
+            # engine joins must not depend on which tests ran before.
+            sandbox.active = lambda: shared.in_test or state.layering
             sandbox.note = shared.note
             shared.after_rollback = sandbox.forget
             shared.before_building = sandbox.settle

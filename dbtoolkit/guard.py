@@ -208,14 +208,15 @@ def _psycopg2(module: ModuleType) -> None:
 def _psycopg(module: ModuleType) -> None:
     from psycopg.conninfo import conninfo_to_dict
 
-    for cls in (module.Connection, module.AsyncConnection):
-        connect_gen = cls._connect_gen.__func__
-
-        def guarded(klass: Any, conninfo: str = "", *, _original: Any = connect_gen) -> Any:
+    def guarding(original: Any) -> Any:
+        def guarded(klass: Any, /, conninfo: str = "", **kwargs: Any) -> Any:
             GUARD.check(Target.of(conninfo_to_dict(conninfo)))
-            return _original(klass, conninfo)
+            return original(klass, conninfo, **kwargs)  # psycopg < 3.3.6 passes timeout=
 
-        cls._connect_gen = classmethod(guarded)
+        return classmethod(guarded)
+
+    for cls in (module.Connection, module.AsyncConnection):
+        cls._connect_gen = guarding(cls._connect_gen.__func__)
 
 
 def _asyncpg(module: ModuleType) -> None:

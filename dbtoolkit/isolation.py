@@ -95,6 +95,7 @@ class SharedConnection(Generic[Layer]):
         self.on_escape = on_escape
         self.after_rollback: Callable[[], None] = lambda: None  # told of each ROLLBACK TO
         self.before_building: Callable[[], None] = lambda: None  # before a layer or a test
+        self.in_test = False  # a test runs on the connection (``test``)
         self._open()
 
     def _open(self) -> None:
@@ -137,9 +138,11 @@ class SharedConnection(Generic[Layer]):
         sessions: list[Session] = []
         violation = None
         self.before_building()
+        self.in_test = True
         try:
             yield sessions
         finally:
+            self.in_test = False
             escaped = _outer_transaction_ended(self.connection)  # the layers' BEGIN is sent
             if escaped:
                 self.connection.invalidate()

@@ -27,6 +27,8 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import Pool
 
 from dbtoolkit.errors import ConfigError
 from dbtoolkit.guard import Target, endpoint
@@ -46,6 +48,8 @@ class Sandbox:
         # The running test's driver and DBAPI connection, sync and async (the connection
         # is None while no test runs).
         self.current: dict[bool, tuple[str, Callable[[], Any | None]]] = {}
+        # Whether engines join now: while a test runs, not between tests.
+        self.active: Callable[[], bool] = lambda: True
         # Told of every statement the application runs on the test's connection.
         self.note: Callable[[str], None] = lambda statement: None
         self.engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # on the test database
@@ -64,12 +68,14 @@ class Sandbox:
         event.listen(Engine, "do_connect", self._do_connect)
         event.listen(Engine, "engine_connect", self._engine_connect)
         event.listen(Engine, "before_cursor_execute", self._statement)
+        event.listen(Pool, "checkout", self._checkout)
 
     def uninstall(self) -> None:
         """Stop listening."""
         event.remove(Engine, "do_connect", self._do_connect)
         event.remove(Engine, "engine_connect", self._engine_connect)
         event.remove(Engine, "before_cursor_execute", self._statement)
+        event.remove(Pool, "checkout", self._checkout)
 
     def dispose(self) -> None:
         """Empty the pools of the engines on the test database (before it is recreated)."""
@@ -99,10 +105,23 @@ class Sandbox:
         target = Target.of(cparams)
         if endpoint(target.host, target.port) != self.server or target.database != self.database:
             return None
+        if not self.active():
+            return None
         connection = self._connection_for(dialect, create=True)
         if connection is not None:
             self._join(dialect)
         return connection
+
+    def _checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        # A pooled connection that is the test's, taken out while no test runs: the pool
+        # drops it (its close is a no-op) and connects anew, for real.
+        if self.active():
+            return
+        tests = [current() for _, current in self.current.values()]
+        if self._async is not None:
+            tests.append(self._async[1])
+        if any(dbapi_connection is test for test in tests):
+            raise DisconnectionError("the test this connection joined has ended")
 
     def _connection_for(self, dialect: Dialect, *, create: bool) -> Any | None:
         """The running test's DBAPI connection for an engine of ``dialect``, or None.
