@@ -41,7 +41,9 @@ def key(config: Config, pg_ctl: str, version: str, user: str, password: str | No
     if config.config_file_name is not None:
         digest.update(Path(config.config_file_name).read_bytes())
     script = ScriptDirectory.from_config(config)
-    for directory in sorted({script.dir, *script.version_locations}):
+    # Before Alembic 1.16, version_locations is None when alembic.ini names none; the
+    # revisions are then in the script directory's versions/, hashed with it.
+    for directory in sorted({script.dir, *(script.version_locations or ())}):
         for path in sorted(Path(directory).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(directory)).encode() + b"\0")
