@@ -8,6 +8,8 @@ sets it.
 from __future__ import annotations
 
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,25 @@ def test_the_key_covers_version_locations_outside_the_script_directory(project: 
     first = key(project)
     change(elsewhere / "2b3c4d5e6f7a_orders.py")
     assert key(project) != first
+
+
+@pytest.fixture
+def importable(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The project's root on sys.path, and its shop package forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(project))
+    yield project
+    sys.modules.pop("shop", None)
+
+
+def test_the_key_covers_version_locations_named_as_package_resources(importable: Path) -> None:
+    # Alembic reads "package:path" from the installed package, wherever that is. The
+    # colon is os.pathsep here, so the paths in alembic.ini are separated by spaces.
+    shutil.move(importable / "alembic" / "versions", importable / "shop" / "versions")
+    ini = importable / "alembic.ini"
+    settings = ini.read_text().replace("path_separator = os", "path_separator = space")
+    ini.write_text(
+        settings.replace("[alembic]\n", "[alembic]\nversion_locations = shop:versions\n")
+    )
+    first = key(importable)
+    change(importable / "shop" / "versions" / "2b3c4d5e6f7a_orders.py")
+    assert key(importable) != first
