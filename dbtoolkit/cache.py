@@ -19,6 +19,7 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util import coerce_resource_to_filename
 
 # Bump when what an entry holds changes meaning.
 FORMAT = "2"  # 2: the template carries the leak watch
@@ -41,7 +42,14 @@ def key(config: Config, pg_ctl: str, version: str, user: str, password: str | No
     if config.config_file_name is not None:
         digest.update(Path(config.config_file_name).read_bytes())
     script = ScriptDirectory.from_config(config)
-    for directory in sorted({script.dir, *script.version_locations}):
+    # Before Alembic 1.16, version_locations is None when alembic.ini names none; the
+    # revisions are then in the script directory's versions/, hashed with it. A location
+    # may name a package's resource ("myapp:versions"), which Alembic finds on disk.
+    locations = (
+        str(coerce_resource_to_filename(str(location)))
+        for location in script.version_locations or ()
+    )
+    for directory in sorted({script.dir, *locations}):
         for path in sorted(Path(directory).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(directory)).encode() + b"\0")

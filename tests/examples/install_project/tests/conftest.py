@@ -1,0 +1,5 @@
+from dbtoolkit import seed
+
+from tests.factories import CustomerFactory
+
+seeded_customers = seed(CustomerFactory, 3)

@@ -1,0 +1,83 @@
+"""cache.key: a saved data directory is keyed by every file of the Alembic history.
+
+In-process, on whichever Alembic is installed; CI's lowest-versions job runs it on
+Alembic 1.13, where ``ScriptDirectory.version_locations`` is None unless alembic.ini
+sets it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dbtoolkit import cache, schema
+
+# A user's project, whose alembic.ini is as `alembic init` writes it: no version_locations.
+EXAMPLE = Path(__file__).parent / "examples" / "install_project"
+SERVER = ("/usr/lib/postgresql/15/bin/pg_ctl", "15.20", "postgres", None)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(EXAMPLE, tmp_path / "project"))
+
+
+def key(project: Path) -> str:
+    return cache.key(schema.alembic_config(project / "alembic.ini"), *SERVER)
+
+
+def change(path: Path) -> None:
+    path.write_text(path.read_text() + "\n# changed\n")
+
+
+def test_without_version_locations_the_key_covers_the_script_directory(project: Path) -> None:
+    assert (
+        schema.alembic_config(project / "alembic.ini").get_main_option("version_locations") is None
+    )
+    first = key(project)
+    assert key(project) == first
+    change(project / "alembic" / "versions" / "2b3c4d5e6f7a_orders.py")
+    second = key(project)
+    assert second != first
+    change(project / "alembic" / "env.py")
+    assert key(project) != second
+
+
+def test_the_key_covers_version_locations_outside_the_script_directory(project: Path) -> None:
+    elsewhere = project / "more_versions"
+    shutil.move(project / "alembic" / "versions", elsewhere)
+    ini = project / "alembic.ini"
+    ini.write_text(
+        ini.read_text().replace(
+            "[alembic]\n", "[alembic]\nversion_locations = %(here)s/more_versions\n"
+        )
+    )
+    first = key(project)
+    change(elsewhere / "2b3c4d5e6f7a_orders.py")
+    assert key(project) != first
+
+
+@pytest.fixture
+def importable(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The project's root on sys.path, and its shop package forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(project))
+    yield project
+    sys.modules.pop("shop", None)
+
+
+def test_the_key_covers_version_locations_named_as_package_resources(importable: Path) -> None:
+    # Alembic reads "package:path" from the installed package, wherever that is. The
+    # colon is os.pathsep here, so the paths in alembic.ini are separated by spaces.
+    shutil.move(importable / "alembic" / "versions", importable / "shop" / "versions")
+    ini = importable / "alembic.ini"
+    settings = ini.read_text().replace("path_separator = os", "path_separator = space")
+    ini.write_text(
+        settings.replace("[alembic]\n", "[alembic]\nversion_locations = shop:versions\n")
+    )
+    first = key(importable)
+    change(importable / "shop" / "versions" / "2b3c4d5e6f7a_orders.py")
+    assert key(importable) != first
