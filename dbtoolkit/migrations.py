@@ -288,11 +288,16 @@ class Workspace:
                 return applied, name
         return 0, None
 
-    def save_copy(self, url: URL, revision: Revision) -> None:
-        """Keep a copy of the database at ``url``, which is at ``revision``."""
+    def save_copy(self, url: URL, revision: Revision, *, take: bool = False) -> None:
+        """Keep a copy of the database at ``url``, which is at ``revision``.
+
+        With ``take``, the database itself becomes the copy (renamed: no file copy), and
+        is gone from ``url``.
+        """
         if not self.keep_copies:
             return
-        name = COPY + revision.key
+        name, source = sql.Identifier(COPY + revision.key), sql.Identifier(url.database or "")
+        statement = "ALTER DATABASE {1} RENAME TO {0}" if take else "CREATE DATABASE {} TEMPLATE {}"
         with schema.admin_cursor(self.admin) as cursor:
             # env.py may keep a pooled connection open; the copy needs none.
             cursor.execute(
@@ -300,14 +305,12 @@ class Workspace:
                 "WHERE datname = %s AND pid <> pg_backend_pid()",
                 (url.database,),
             )
-            create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
             try:
-                source = sql.Identifier(url.database or "")
-                cursor.execute(create.format(sql.Identifier(name), source))
+                cursor.execute(sql.SQL(statement).format(name, source))
             except (psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
                 return  # another xdist worker made it, or is making it
             comment = sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(name), sql.Literal(f"dbtoolkit: copy at revision {revision.id}")
+                name, sql.Literal(f"dbtoolkit: copy at revision {revision.id}")
             )
             cursor.execute(comment)
 
@@ -402,7 +405,7 @@ def walk_up(history: History, workspace: Workspace, models: Models | None) -> di
             failures.setdefault("models_match", f"not compared: {failures['upgrade']}")
             return failures
         if revisions and copy != COPY + revisions[-1].key:
-            workspace.save_copy(url, revisions[-1])
+            workspace.save_copy(url, revisions[-1], take=True)
     workspace.prune(history)
     return failures
 
