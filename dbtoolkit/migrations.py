@@ -40,6 +40,7 @@ from alembic.autogenerate import produce_migrations, render_python_code
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from psycopg2 import sql
 from sqlalchemy import Engine, MetaData, Row, Table, create_engine, text
 from sqlalchemy.engine import URL, Connection
@@ -735,6 +736,10 @@ class RevisionDatabase:
         config = self.history.settings.alembic(self.url)
         try:
             run(config, revision)
+        except CommandError as exc:  # Alembic's own refusal, e.g. an unknown revision
+            raise HistoryError(
+                f"alembic {action} {revision} failed: {schema.error_line(exc)}"
+            ) from None
         except Exception as exc:
             env_py = Path(self.history.script.dir) / "env.py"
             raise HistoryError(
