@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dbtoolkit import migrations
+from dbtoolkit.cache import CHECKS
 from dbtoolkit.errors import DbtoolkitError, HistoryError, ServerError
 from dbtoolkit.fixtures import STATE
 from dbtoolkit.server import Server, binary_version, find_pg_ctl, postgresql_config
@@ -59,9 +60,9 @@ def plan_for(config: pytest.Config) -> migrations.Plan:
         except ServerError:
             version = "unknown"  # no server to check on: the checks will say why
         cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
-        state.checks = migrations.Plan.make(
-            state.migration_history(version), cache.mkdir("dbtoolkit") if cache else None
-        )
+        root = cache.mkdir("dbtoolkit") if cache else None
+        index = root / CHECKS if root else None
+        state.checks = migrations.Plan.make(state.migration_history(version, index), root)
     return state.checks
 
 

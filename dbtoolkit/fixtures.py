@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -106,11 +107,13 @@ class RunState:
         """A new name for a database of one test's own."""
         return f"{self.place.database}_{next(self._own_databases) + 1}"
 
-    def migration_history(self, server_version: str) -> migrations.History:
+    def migration_history(
+        self, server_version: str, index: Path | None = None
+    ) -> migrations.History:
         """The Alembic history, read once, keyed for a server of ``server_version``."""
         if self.history is None:
             server = migrations.server_id(self.settings, server_version)
-            self.history = migrations.History.load(self.settings, server)
+            self.history = migrations.History.load(self.settings, server, index)
         return self.history
 
     def migration_workspace(self, server: Server) -> migrations.Workspace:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -83,28 +85,51 @@ class History:
     base_key: str  # of the server and the files around the revisions (ini, env.py)
 
     @classmethod
-    def load(cls, settings: Settings, server_id: str) -> History:
-        """Read the history the settings name; ``server_id`` is part of every key."""
+    def load(cls, settings: Settings, server_id: str, index: Path | None = None) -> History:
+        """Read the history the settings name; ``server_id`` is part of every key.
+
+        Reading the order of the revisions means running every revision file; with an
+        ``index`` directory, the order is kept there under the digest of the files, and
+        read from it while none of them changed.
+        """
         config = settings.alembic()
         script = schema.script_directory(config)
-        found = list(reversed(list(script.walk_revisions("base", "heads"))))
-        files = {Path(each.path) for each in found if each.path}
-        # Whatever else lies in the script directory (env.py, helpers) is under every key.
-        digest = hashlib.sha256(f"{FORMAT}\0{server_id}\0".encode())
-        if config.config_file_name is not None:
-            digest.update(Path(config.config_file_name).read_bytes())
-        for path in sorted(Path(script.dir).rglob("*")):
-            if path.is_file() and path not in files and "__pycache__" not in path.parts:
-                digest.update(str(path.relative_to(script.dir)).encode() + b"\0")
-                digest.update(path.read_bytes())
-        base_key = digest.hexdigest()[:20]
+        directories = sorted({Path(script.dir), *map(Path, script.version_locations)})
+        files = {
+            path: path.read_bytes()
+            for directory in directories
+            for path in sorted(directory.rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts
+        }
+        ini = Path(config.config_file_name) if config.config_file_name else None
+        digest = hashlib.sha256(f"{FORMAT}\0".encode())
+        for path, content in ((ini, ini.read_bytes()) if ini else (None, b""), *files.items()):
+            digest.update(f"{path}\0".encode() + content)
+        order = _read_index(index, digest.hexdigest()[:20])
+        if order is None:
+            order = {
+                "revisions": [
+                    [each.revision, (each.doc or "").strip(), each.path]
+                    for each in reversed(list(script.walk_revisions("base", "heads")))
+                ],
+                "heads": list(script.get_heads()),
+            }
+            _write_index(index, digest.hexdigest()[:20], order)
+        revision_files = {Path(path) for _, _, path in order["revisions"]}
+        # Whatever else lies with the revisions (env.py, helpers) is under every key.
+        around = hashlib.sha256(f"{FORMAT}\0{server_id}\0".encode())
+        around.update(ini.read_bytes() if ini else b"")
+        for path, content in files.items():
+            if path not in revision_files:
+                around.update(f"{os.path.relpath(path, script.dir)}\0".encode() + content)
+        base_key = around.hexdigest()[:20]
         revisions, key = [], base_key
-        for each in found:
-            path = Path(each.path or "")
-            key = hashlib.sha256(key.encode() + path.read_bytes()).hexdigest()[:20]
-            doc = (each.doc or "").strip().splitlines()
-            revisions.append(Revision(each.revision, doc[0] if doc else "", path, key))
-        return cls(settings, script, revisions, tuple(script.get_heads()), base_key)
+        for revision, doc, path in order["revisions"]:
+            content = files.get(Path(path)) or Path(path).read_bytes()
+            key = hashlib.sha256(key.encode() + content).hexdigest()[:20]
+            first = doc.splitlines()[0] if doc else ""
+            revisions.append(Revision(revision, first, Path(path), key))
+        return cls(settings, script, revisions, tuple(order["heads"]), base_key)
 
     @property
     def key(self) -> str:
@@ -131,6 +156,21 @@ class History:
         script = self.script.get_revision(revision.id)
         assert script is not None
         return RevisionStep(self.script.revision_map, script, up)
+
+
+def _read_index(directory: Path | None, digest: str) -> Any:
+    try:
+        return json.loads((directory / f"history-{digest}.json").read_text()) if directory else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_index(directory: Path | None, digest: str, order: Any) -> None:
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / f".history-{digest}.{os.getpid()}"
+        partial.write_text(json.dumps(order))
+        partial.rename(directory / f"history-{digest}.json")  # whole or not at all
 
 
 def server_id(settings: Settings, version: str) -> str:

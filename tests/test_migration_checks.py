@@ -354,3 +354,28 @@ def test_a_difference_names_what_was_left_missing_and_changed():
         "character varying(100) NOT NULL)"
     )
     assert migrations._difference(after, before).startswith("missing: table public.audit, ")
+
+
+# --- Reading the history ---------------------------------------------------------------
+
+
+def test_the_order_of_the_revisions_is_read_from_the_index_until_a_file_changes(
+    tmp_path, monkeypatch, dbtoolkit_settings
+):
+    first = migrations.History.load(dbtoolkit_settings, "PostgreSQL 15", tmp_path)
+    (index,) = tmp_path.glob("history-*.json")
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the revision files were run again")
+
+    monkeypatch.setattr(migrations.ScriptDirectory, "walk_revisions", refuse)
+    second = migrations.History.load(dbtoolkit_settings, "PostgreSQL 15", tmp_path)
+    other_server = migrations.History.load(dbtoolkit_settings, "PostgreSQL 16", tmp_path)
+
+    assert [r.id for r in first.revisions] == ["0001", "0002", "0003", "0004", "0005"]
+    assert second.revisions == first.revisions
+    assert second.heads == first.heads == ("0005",)
+    assert other_server.key != first.key
+    index.unlink()
+    with pytest.raises(AssertionError, match="run again"):
+        migrations.History.load(dbtoolkit_settings, "PostgreSQL 15", tmp_path)
