@@ -97,29 +97,36 @@ path_separator = os
 sqlalchemy.url = postgresql+psycopg2://localhost/set_by_the_caller
 """
 
-# Alembic's own template, less logging: pytest-alembic hands env.py its engine through
-# config.attributes["connection"]; dbtoolkit sets sqlalchemy.url.
+# Alembic's own template, less logging, with its recipe for a shared connection:
+# pytest-alembic hands env.py an engine in config.attributes["connection"], dbtoolkit a
+# connection when it migrates the template, and a URL (sqlalchemy.url) for the checks.
 ENV_PY = """\
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
 
 from bench_models import Base
 
 target_metadata = Base.metadata
 url = context.config.get_main_option("sqlalchemy.url")
 
+
+def run(connection):
+    context.configure(connection=connection, target_metadata=target_metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 if context.is_offline_mode():
     context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:
-    connectable = context.config.attributes.get("connection")
-    if connectable is None:
-        connectable = create_engine(url, poolclass=pool.NullPool)
-    with connectable.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
+    given = context.config.attributes.get("connection")
+    if isinstance(given, Connection):
+        run(given)
+    else:
+        with (given or create_engine(url, poolclass=pool.NullPool)).connect() as connection:
+            run(connection)
 """
 
 REVISION = '''\

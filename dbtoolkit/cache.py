@@ -9,6 +9,10 @@ Once the migrations have changed since a saved run, the freshly initialised data
 directory, before any database is created, is saved too (under ``initdb/``, keyed
 without the Alembic history): after the next change, the run starts from it and only
 migrates, instead of running initdb again.
+
+The migration checks note what passed under ``checks/``, one empty file per check and
+key (``passed``, ``record_pass``); with them on, a run after a change starts from the
+``newest`` saved data directory, which holds their copies at revisions.
 """
 
 from __future__ import annotations
