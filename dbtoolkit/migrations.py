@@ -300,14 +300,21 @@ class Workspace:
     run: str
     new_name: Callable[[], str]
     keep_copies: bool
+    known: set[str] = field(default_factory=set)  # copies seen or made (and taken databases)
 
     @contextmanager
     def scratch(self, template: str | None = None) -> Iterator[URL]:
-        """A new database (a clone of ``template``) for the block, dropped afterwards."""
-        with schema.created_database(
-            self.admin, self.new_name(), template=template, run=self.run
-        ) as url:
-            yield url
+        """A new database (a clone of ``template``) for the block, dropped afterwards.
+
+        Unless it became a copy (``save_copy(..., take=True)``).
+        """
+        name = self.new_name()
+        schema.create_database(self.admin, name, template=template, run=self.run)
+        try:
+            yield self.admin.set(database=name)
+        finally:
+            if name not in self.known:
+                schema.drop_database(self.admin, name)
 
     def copies(self) -> set[str]:
         """The names of the copies at a revision on the server."""
@@ -318,7 +325,8 @@ class Workspace:
                 "SELECT datname FROM pg_database WHERE datname LIKE %s",
                 (COPY.replace("_", r"\_") + "%",),
             )
-            return {name for (name,) in cursor.fetchall()}
+            self.known = {name for (name,) in cursor.fetchall()}
+        return set(self.known)
 
     def deepest_copy(self, revisions: Sequence[Revision]) -> tuple[int, str | None]:
         """How many of ``revisions`` the deepest copy has applied, and its name."""
@@ -350,15 +358,18 @@ class Workspace:
                 cursor.execute(sql.SQL(statement).format(name, source))
             except (psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
                 return  # another xdist worker made it, or is making it
+            self.known.add(COPY + revision.key)
+            if take:
+                self.known.add(url.database or "")  # renamed: nothing to drop under that name
             comment = sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 name, sql.Literal(f"dbtoolkit: copy at revision {revision.id}")
             )
             cursor.execute(comment)
 
     def prune(self, history: History) -> None:
-        """Drop the copies of histories other than ``history``."""
+        """Drop the copies of histories other than ``history`` seen since ``copies()``."""
         keep = {COPY + revision.key for revision in history.revisions}
-        for name in self.copies() - keep:
+        for name in {name for name in self.known if name.startswith(COPY)} - keep:
             schema.drop_database(self.admin, name)
 
 
