@@ -28,7 +28,9 @@ import importlib
 import io
 import json
 import os
+import re
 import sys
+import sysconfig
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -266,23 +268,27 @@ def _env_metadata(history: History) -> Any:
 def _model_files(metadata: Any) -> tuple[Path, ...]:
     """The files of the modules that hold the MetaData, its tables or their mapped classes."""
     metadatas = [metadata] if isinstance(metadata, MetaData) else list(metadata)
-    tables = {table for each in metadatas for table in each.tables.values()}
-    ids = {id(each) for each in metadatas}
+    tables = {id(table) for each in metadatas for table in each.tables.values()}
+    ids = tables | {id(each) for each in metadatas}
     files = set()
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
-        if not file:
+        if not file or _STDLIB.match(file):  # the standard library holds no models
             continue
         for value in list(vars(module).values()):
-            kind = type(value)  # not isinstance: it would ask lazy proxies for __class__
-            if (
-                id(value) in ids
-                or (issubclass(kind, Table) and value in tables)
-                or (issubclass(kind, type) and vars(value).get("__table__") in tables)
+            # type(), not isinstance(): that would ask lazy proxies for their __class__.
+            if id(value) in ids or (
+                issubclass(type(value), type) and id(vars(value).get("__table__")) in tables
             ):
                 files.add(Path(file))
                 break
     return tuple(sorted(files))
+
+
+# Files of the standard library: under its directory, but not in a site-packages there.
+_STDLIB = re.compile(
+    re.escape(os.path.join(sysconfig.get_paths()["stdlib"], "")) + r"(?!(site|dist)-packages)"
+)
 
 
 # --- Where the checks work -------------------------------------------------------------
