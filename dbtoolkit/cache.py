@@ -9,6 +9,10 @@ Once the migrations have changed since a saved run, the freshly initialised data
 directory, before any database is created, is saved too (under ``initdb/``, keyed
 without the Alembic history): after the next change, the run starts from it and only
 migrates, instead of running initdb again.
+
+The migration checks note what passed under ``checks/``, one empty file per check and
+key (``passed``, ``record_pass``); with them on, a run after a change starts from the
+``newest`` saved data directory, which holds their copies at revisions.
 """
 
 from __future__ import annotations
@@ -68,6 +72,13 @@ def lookup(root: Path, entry_key: str) -> Path | None:
     return data if (data / "PG_VERSION").is_file() else None
 
 
+def newest(root: Path, other_than: str) -> Path | None:
+    """The most recently saved migrated data directory of a key other than ``other_than``."""
+    entries = [data for data in root.glob("*/data") if data.parent.name != other_than]
+    complete = [data for data in entries if (data / "PG_VERSION").is_file()]
+    return max(complete, key=lambda data: data.stat().st_mtime, default=None)
+
+
 def destination(root: Path, entry_key: str) -> Path:
     """Where to save the entry of ``entry_key``; prunes all but the newest entries."""
     entries = sorted(
@@ -83,3 +94,25 @@ def destination(root: Path, entry_key: str) -> Path:
 def discard(root: Path, entry_key: str) -> None:
     """Delete a broken or stale entry."""
     shutil.rmtree(root / entry_key, ignore_errors=True)
+
+
+# Where the migration checks note what passed: one empty file per check and key.
+CHECKS = "checks"
+# Notes kept; the oldest beyond this are removed when one is added.
+KEEP_CHECKS = 2000
+
+
+def passed(root: Path, check: str, check_key: str) -> bool:
+    """Whether ``check`` passed for ``check_key`` in an earlier run."""
+    return (root / CHECKS / f"{check}-{check_key}").exists()
+
+
+def record_pass(root: Path, check: str, check_key: str) -> None:
+    """Note that ``check`` passed for ``check_key``; prune the oldest notes."""
+    notes = root / CHECKS
+    notes.mkdir(parents=True, exist_ok=True)
+    (notes / f"{check}-{check_key}").touch()
+    names = list(notes.iterdir())
+    if len(names) > KEEP_CHECKS:
+        for old in sorted(names, key=lambda path: path.stat().st_mtime)[:-KEEP_CHECKS]:
+            old.unlink(missing_ok=True)

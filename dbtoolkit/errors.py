@@ -35,6 +35,10 @@ class OutsideDatabaseError(DbtoolkitError):
         self.target = target  # the refused database's URL, without its password
 
 
+class HistoryError(MigrationError):
+    """The Alembic history fails one of the migration checks."""
+
+
 class IsolationError(DbtoolkitError):
     """A test escaped the transaction that isolates it."""
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,7 +21,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from dbtoolkit import isolation, leaks, provision, queries, seeding
+from dbtoolkit import isolation, leaks, migrations, provision, queries, seeding
 from dbtoolkit.errors import ASYNC_EXTRA, ConfigError
 from dbtoolkit.guard import GUARD, Guard
 from dbtoolkit.sandbox import Sandbox, own
@@ -46,6 +47,8 @@ class RunState:
     layering: bool = False  # a fixture wider than a test is being set up (``wider_fixture``)
     # The layers that fixtures wider than a test laid through the application, bottom first.
     fixture_layers: list[seeding.LayerKey] = field(default_factory=list)
+    history: migrations.History | None = None  # the Alembic history, read once when needed
+    checks: migrations.Plan | None = None  # what the migration checks have to do
     _own_databases: Iterator[int] = field(default_factory=itertools.count)
     _guard_before: tuple[Any, str] | None = None
 
@@ -106,6 +109,27 @@ class RunState:
     def own_database_name(self) -> str:
         """A new name for a database of one test's own."""
         return f"{self.place.database}_{next(self._own_databases) + 1}"
+
+    def migration_history(
+        self, server_version: str, index: Path | None = None
+    ) -> migrations.History:
+        """The Alembic history, read once, keyed for a server of ``server_version``."""
+        if self.history is None:
+            server = migrations.server_id(self.settings, server_version)
+            self.history = migrations.History.load(self.settings, server, index)
+        return self.history
+
+    def migration_workspace(self, server: Server) -> migrations.Workspace:
+        """Where the migration checks and ``at_revision`` make their databases."""
+        if self.settings.database:
+            raise ConfigError(
+                "the migration checks and at_revision create databases of their own, which "
+                "--dbtoolkit-database (testing in one database as it is) rules out; run them "
+                "without --dbtoolkit-database, on a role that may create databases"
+            )
+        # Copies at revisions are kept only where they are saved: in a server we started.
+        keep = self.settings.url is None
+        return migrations.Workspace(server.url(), self.place.run, self.own_database_name, keep)
 
 
 @dataclass
@@ -398,6 +422,25 @@ def requested_seeds(request: pytest.FixtureRequest) -> list[seeding.LayerKey]:
         (spec, module if spec.scope == "module" else "")
         for spec in sorted(specs, key=lambda spec: seeding.SCOPES.index(spec.scope))
     ]
+
+
+@pytest.fixture
+def at_revision(
+    pytestconfig: pytest.Config, dbtoolkit_server: Server
+) -> Iterator[Callable[[str], migrations.RevisionDatabase]]:
+    """A function that gives a new database migrated to a revision: ``at_revision("0003")``.
+
+    Function scope, for tests of data migrations: insert rows as the schema was then
+    (``db.insert(table, rows)``, ``db.execute(sql)``), ``db.upgrade("0004")``, and look
+    at the result. Each database is a clone of a saved copy at that revision where the
+    server has one, else migrated from empty by the project's env.py; all are dropped
+    after the test. The template the other tests use is never touched.
+    """
+    state = pytestconfig.stash[STATE]
+    history = state.migration_history(dbtoolkit_server.version)
+    workspace = state.migration_workspace(dbtoolkit_server)
+    with migrations.Databases(history, workspace, state.settings.dbapi_name) as databases:
+        yield databases.at
 
 
 @pytest.fixture

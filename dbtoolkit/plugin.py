@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dbtoolkit import leaks, schema, seeding
+from dbtoolkit import collect, leaks, schema, seeding
 from dbtoolkit.errors import ConfigError, DbtoolkitError, LeakWarning
 from dbtoolkit.fixtures import (  # noqa: F401 (registered as the plugin's fixtures)
     STATE,
@@ -30,6 +30,7 @@ from dbtoolkit.fixtures import (  # noqa: F401 (registered as the plugin's fixtu
     assert_num_queries,
     async_db_bind,
     async_db_session,
+    at_revision,
     db_bind,
     db_session,
     dbtoolkit_async_engine,
@@ -102,6 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     seeding.bind(factories)
+    collect.add_alembic_ini(config, settings)
     config.addinivalue_line(
         "markers",
         'dbtoolkit(isolation="database"): give the test a database of its own, cloned from '
@@ -177,6 +179,11 @@ class _XdistController:
         self.handoff.close()
 
 
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """With --dbtoolkit-check-migrations, alembic.ini's items are the migration checks."""
+    return collect.checks_file(file_path, parent)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When the collected tests use the database, the guard blocks from now on.
@@ -186,7 +193,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash[STATE]
     # With the env setting, every test may reach the database through the application.
     if (state.settings.env and session.items) or any(
-        PROVISIONED in getattr(item, "fixturenames", ()) for item in session.items
+        PROVISIONED in getattr(item, "fixturenames", ()) or collect.needs_server(item)
+        for item in session.items
     ):
         state.block()
         if state.handoff is not None:
@@ -240,6 +248,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines.append(f"dbtoolkit: migrate with {settings.describe('migrate_command')}")
     if settings.allow_urls:
         lines.append(f"dbtoolkit: may also connect to {settings.describe('allow_urls')}")
+    if settings.check_migrations:
+        lines.append(collect.header(config))
     return lines
 
 
@@ -251,7 +261,7 @@ def pytest_runtest_makereport(
     report = yield
     if call.excinfo is not None and call.excinfo.errisinstance((DbtoolkitError, LeakWarning)):
         report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
-    if report.failed and TEST in item.stash:
+    if report.failed and TEST in item.stash and not isinstance(item, collect.MigrationCheck):
         settings = item.config.stash[STATE].settings
         report.sections.append(
             (

@@ -293,12 +293,18 @@ def _local_server_and_template(
 
     migrated = cache.lookup(cache_root, key) if cache_root else None
     initialised = cache.lookup(clusters, cluster_key) if clusters else None
+    if cache_root is not None and settings.check_migrations:
+        # The migration checks keep copies at revisions in the data directory; the last
+        # one saved has those of the history before this change.
+        initialised = cache.newest(cache_root, other_than=key) or initialised
     with _started(start, migrated, initialised, head) as (local, at_head):
         if at_head:
             yield local.server, LOCAL_TEMPLATE
             return
         if cache_root is not None:
             cache.discard(cache_root, key)  # whatever was there did not serve
+        if settings.check_migrations:  # started from an older history's data directory
+            schema.drop_database(local.server.url(), LOCAL_TEMPLATE)
         schema.create_database(local.server.url(), LOCAL_TEMPLATE, run=place.run)
         _migrate(settings, place, LOCAL_TEMPLATE, local.server)
         leaks.install(local.server.url(LOCAL_TEMPLATE))

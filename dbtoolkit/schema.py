@@ -63,16 +63,20 @@ def alembic_config(
     return config
 
 
-def head_revision(config: Config) -> str:
-    """Return the single head revision of the migration history."""
+def script_directory(config: Config) -> ScriptDirectory:
+    """Alembic's script directory of ``config``; an unusable one is a ConfigError."""
     try:
-        script = ScriptDirectory.from_config(config)
+        return ScriptDirectory.from_config(config)
     except CommandError as exc:
         raise ConfigError(
             f"alembic script_location is unusable ({exc}); fix script_location in "
             f"{config.config_file_name} or set --dbtoolkit-script-location"
         ) from None
-    heads = script.get_heads()
+
+
+def head_revision(config: Config) -> str:
+    """Return the single head revision of the migration history."""
+    heads = script_directory(config).get_heads()
     if len(heads) > 1:
         raise MigrationError(
             f"the migration history has {len(heads)} heads ({', '.join(sorted(heads))}); "
@@ -187,32 +191,37 @@ def _run(command_line: str, environment: Mapping[str, str], cwd: Path | None) ->
         )
 
 
-def _describe_failure(config: Config, exc: BaseException, env_py: Path) -> str:
+def error_line(exc: BaseException) -> str:
+    """``Type: first line`` of an error, the driver's own error for a database one."""
+    cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _describe_failure(
+    config: Config, exc: BaseException, env_py: Path, action: str = "alembic upgrade head"
+) -> str:
     cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
     if isinstance(cause, OutsideDatabaseError):
         return (
-            f"alembic upgrade head failed: env.py ({env_py}) connected to {cause.target} "
+            f"{action} failed: env.py ({env_py}) connected to {cause.target} "
             "instead of the template dbtoolkit migrates, so it takes its URL from elsewhere "
             "(the application's settings, .env); nothing was sent there; " + ENV_PY_FIXES
         )
-    lines = str(cause).strip().splitlines()
-    error = f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    error = error_line(exc)
     script = _failing_script(config, exc.__traceback__)
     if script is not None:
         return (
-            f"alembic upgrade head failed in revision {script.revision} "
-            f"({script.doc}; {script.path}): {error}"
+            f"{action} failed in revision {script.revision} ({script.doc}; {script.path}): {error}"
         )
     if not _in_traceback(env_py, exc.__traceback__):
-        return f"alembic upgrade head failed: {error}"
+        return f"{action} failed: {error}"
     cause_hint = (
         "env.py needs the application (a Flask app context)"
         if "application context" in error
         else "env.py may need the application or its settings (.env)"
     )
-    return (
-        f"alembic upgrade head failed in env.py ({env_py}): {error}; {cause_hint}: " + ENV_PY_FIXES
-    )
+    return f"{action} failed in env.py ({env_py}): {error}; {cause_hint}: " + ENV_PY_FIXES
 
 
 def _in_traceback(path: Path, tb: types.TracebackType | None) -> bool:

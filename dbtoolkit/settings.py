@@ -148,6 +148,32 @@ OPTIONS = (
         "choice",
         ("fail", "warn", "off"),
     ),
+    Option(
+        "check_migrations",
+        "Add the migration checks to the run as tests: one head, upgrade, models match, "
+        "stairway, downgrade leaves no trace",
+        "false",
+        "bool",
+    ),
+    Option(
+        "metadata",
+        "module:attribute of the models' MetaData (or declarative base) the migration checks "
+        "compare with; by default the target_metadata of Alembic's env.py",
+        "",
+    ),
+    Option(
+        "irreversible",
+        "Revisions whose downgrade the migration checks do not run "
+        "(comma-separated on the command line and in the environment)",
+        "",
+        "list",
+    ),
+    Option(
+        "migration_data",
+        "Module whose ROWS ({revision: {table: [row, ...]}}) the stairway check inserts "
+        "before each revision's upgrade",
+        "",
+    ),
 )
 
 
@@ -171,6 +197,10 @@ class Settings:
     leaks: str
     sources: Mapping[str, Source]
     root: Path  # where the migration command runs: the ini file's directory, or the rootdir
+    check_migrations: bool = False
+    metadata: str | None = None
+    irreversible: tuple[str, ...] = ()
+    migration_data: str | None = None
 
     def alembic(self, url: URL | None = None) -> Config:
         """The Alembic configuration these settings name, pointed at ``url`` when given."""
@@ -270,6 +300,10 @@ def resolve(config: pytest.Config, options: Any = None) -> Settings:
         leaks=values["leaks"],
         sources=sources,
         root=config.inipath.parent if config.inipath else config.rootpath,
+        check_migrations=values["check_migrations"],
+        metadata=values["metadata"] or None,
+        irreversible=values["irreversible"],
+        migration_data=values["migration_data"] or None,
     )
 
 
