@@ -45,20 +45,24 @@ def key(config: Config, pg_ctl: str, version: str, user: str, password: str | No
     digest = hashlib.sha256(_server(pg_ctl, version, user, password))
     if config.config_file_name is not None:
         digest.update(Path(config.config_file_name).read_bytes())
-    script = ScriptDirectory.from_config(config)
-    # Before Alembic 1.16, version_locations is None when alembic.ini names none; the
-    # revisions are then in the script directory's versions/, hashed with it. A location
-    # may name a package's resource ("myapp:versions"), which Alembic finds on disk.
-    locations = (
-        str(coerce_resource_to_filename(str(location)))
-        for location in script.version_locations or ()
-    )
-    for directory in sorted({script.dir, *locations}):
-        for path in sorted(Path(directory).rglob("*")):
+    for directory in history_directories(ScriptDirectory.from_config(config)):
+        for path in sorted(directory.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(directory)).encode() + b"\0")
                 digest.update(path.read_bytes())
     return digest.hexdigest()[:20]
+
+
+def history_directories(script: ScriptDirectory) -> list[Path]:
+    """Return the directories holding the history's files, sorted: env.py's and revisions'."""
+    # Before Alembic 1.16, version_locations is None when alembic.ini names none; the
+    # revisions are then in the script directory's versions/. A location may name a
+    # package's resource ("myapp:versions"), which Alembic finds on disk.
+    locations = (
+        Path(coerce_resource_to_filename(str(location)))
+        for location in script.version_locations or ()
+    )
+    return sorted({Path(script.dir), *locations})
 
 
 def _server(pg_ctl: str, version: str, user: str, password: str | None) -> bytes:

@@ -96,10 +96,9 @@ class History:
         """
         config = settings.alembic()
         script = schema.script_directory(config)
-        directories = sorted({Path(script.dir), *map(Path, script.version_locations)})
         files = {
             path: path.read_bytes()
-            for directory in directories
+            for directory in cache.history_directories(script)
             for path in sorted(directory.rglob("*"))
             if path.is_file() and "__pycache__" not in path.parts
         }

@@ -2,11 +2,12 @@
 
 In-process, on whichever Alembic is installed; CI's lowest-versions job runs it on
 Alembic 1.13, where ``ScriptDirectory.version_locations`` is None unless alembic.ini
-sets it.
+sets it. The migration checks read the same files, so their history is tested here too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dbtoolkit import cache, schema
+from dbtoolkit import cache, migrations, schema
+from dbtoolkit.settings import Settings
 
 # A user's project, whose alembic.ini is as `alembic init` writes it: no version_locations.
 EXAMPLE = Path(__file__).parent / "examples" / "install_project"
@@ -45,6 +47,16 @@ def test_without_version_locations_the_key_covers_the_script_directory(project: 
     assert second != first
     change(project / "alembic" / "env.py")
     assert key(project) != second
+
+
+def test_the_migration_checks_read_a_history_without_version_locations(
+    project: Path, dbtoolkit_settings: Settings, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(
+        dbtoolkit_settings, alembic_ini=project / "alembic.ini", script_location=None
+    )
+    history = migrations.History.load(settings, "PostgreSQL 15", tmp_path / "index")
+    assert [revision.id for revision in history.revisions] == ["1a2b3c4d5e6f", "2b3c4d5e6f7a"]
 
 
 def test_the_key_covers_version_locations_outside_the_script_directory(project: Path) -> None:
