@@ -33,6 +33,7 @@ from dbtoolkit.fixtures import (  # noqa: F401 (registered as the plugin's fixtu
     at_revision,
     db_bind,
     db_session,
+    dbtoolkit_async_connection,
     dbtoolkit_async_engine,
     dbtoolkit_connection,
     dbtoolkit_database,
@@ -277,11 +278,17 @@ def pytest_runtest_makereport(
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    """Before a test without db_session, drop the seed layers so no rows stay locked."""
+    """Before a test without db_session (or async_db_session), drop the seed layers.
+
+    No rows then stay locked: another connection writing the same keys would wait.
+    """
     isolation_of(item)  # a bad marker is an error, with or without db_session
     state = item.config.stash[STATE]
-    if state.connection is not None and "_dbtoolkit_test" not in getattr(item, "fixturenames", ()):
+    fixtures = getattr(item, "fixturenames", ())
+    if state.connection is not None and "_dbtoolkit_test" not in fixtures:
         seeding.prepare_fixture_layers(state.connection, state.fixture_layers)
+    if state.async_connection is not None and "async_db_session" not in fixtures:
+        state.async_connection.clear()
     with GUARD.doing(f"the setup of {item.nodeid}"):
         return (yield)
 
