@@ -226,10 +226,15 @@ class SharedConnection(Generic[Layer]):
         except DBAPIError as exc:
             if _sqlstate(exc) == _IN_FAILED_TRANSACTION:  # asyncpg does not tell it before
                 return None
-            diag = getattr(exc.orig, "diag", None)
+            # psycopg's diagnostics, or the error asyncpg raised (SQLAlchemy's cause)
+            diag = getattr(exc.orig, "diag", None) or getattr(exc.orig, "__cause__", None)
             name = getattr(diag, "constraint_name", None) or "?"
-            message = getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]
-            detail = getattr(diag, "message_detail", None)
+            message = (
+                getattr(diag, "message_primary", None)
+                or getattr(diag, "message", None)
+                or str(exc.orig).splitlines()[0]
+            )
+            detail = getattr(diag, "message_detail", None) or getattr(diag, "detail", None)
             return DeferredConstraintError(
                 f"the test left deferred constraint {name!r} violated, so its COMMIT would "
                 f"have failed: {message}" + (f" ({detail})" if detail else "")

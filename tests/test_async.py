@@ -15,9 +15,10 @@ function-scoped fixtures) and the drivers from a project's own point of view.
 import asyncio
 
 import async_service
+import factory
 import pytest
 import pytest_asyncio
-from catalog import CATALOG_SETTINGS, catalog_project, run
+from catalog import CATALOG_SETTINGS, catalog_project, run, sep_line
 from sqlalchemy import delete, event, func, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
@@ -33,7 +34,7 @@ from dbtoolkit.aio import (
 from dbtoolkit.errors import NoSessionError
 from dbtoolkit.isolation import joined
 from dbtoolkit.models import Organization, Project, User
-from factories import ProjectFactory, UserFactory
+from factories import OrganizationFactory, ProjectFactory, UserFactory
 
 SCHEMA_TABLES = {"alembic_version", "organizations", "projects", "users"}
 USER_COLUMNS = {"id", "name", "email", "active", "created_at", "organization_id"}
@@ -551,6 +552,86 @@ async def test_after_the_fastapi_style_tests_only_the_seed_is_left(
     assert ADMIN_NAME not in set(await async_db_session.scalars(select(User.name)))
 
 
+# --- One connection for every async test, whatever its loop ---------------------------
+
+BACKENDS = set()
+MODULE_SEED = []
+
+async_seeded_projects = async_seed(ProjectFactory, 2, scope="module")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_every_async_test_of_a_worker_works_on_one_connection(async_db_session, run):
+    # Each test runs in a new event loop (pytest-asyncio's default), on the same connection.
+    BACKENDS.add(await async_db_session.scalar(text("SELECT pg_backend_pid()")))
+    assert len(BACKENDS) == 1
+    assert await counts(async_db_session) == NOTHING
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_a_module_scoped_async_seed_lies_below_the_function_scoped_one(
+    async_db_session, async_seeded_users, async_seeded_projects, run
+):
+    # The projects' owners and their organizations come with them: 2 + 5 users.
+    assert await counts(async_db_session) == {"User": 7, "Organization": 7, "Project": 2}
+    titles = sorted(project.title for project in async_seeded_projects)
+    MODULE_SEED.append(titles)
+    assert MODULE_SEED[0] == titles  # the same rows, whichever seeds lie on top
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+
+
+class OrganizationWithStaffFactory(OrganizationFactory):
+    """An organization, two users (RelatedFactoryList) and a project a hook makes."""
+
+    staff = factory.RelatedFactoryList(UserFactory, factory_related_name="organization", size=2)
+
+    @factory.post_generation
+    def project(organization, create, extracted, **kwargs):
+        if create:
+            ProjectFactory(owner=UserFactory(organization=organization, name=ADMIN_NAME))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_create_async_runs_related_factories_and_post_generation_hooks(async_db_session, run):
+    with count_queries(async_db_session) as counted:
+        organization = await create_async(OrganizationWithStaffFactory)
+
+    assert organization.id is not None
+    assert await counts(async_db_session) == {"User": 3, "Organization": 1, "Project": 1}
+    owners = select(User.name).join(Project, Project.owner_id == User.id)
+    assert set(await async_db_session.scalars(owners)) == {ADMIN_NAME}
+    organizations = select(func.count(func.distinct(User.organization_id)))
+    assert await async_db_session.scalar(organizations) == 1
+    # One flush: one INSERT per table (organizations, users, projects).
+    assert [statement.split()[:3] for statement in counted.statements] == [
+        ["INSERT", "INTO", "organizations"],
+        ["INSERT", "INTO", "users"],
+        ["INSERT", "INTO", "projects"],
+    ]
+
+
+@pytest.mark.asyncio
+async def test_assert_num_queries_counts_what_the_async_session_runs(
+    async_db_session, async_seeded_users, assert_num_queries
+):
+    with assert_num_queries(2, bind=async_db_session) as counted:
+        await async_db_session.commit()  # SAVEPOINT statements are not counted
+        await async_db_session.scalar(select(func.count()).select_from(User))
+        await create_async(UserFactory, organization=None)
+    assert [statement.split()[0] for statement in counted.statements] == ["SELECT", "INSERT"]
+
+
+@pytest.mark.anyio
+async def test_async_db_session_works_under_anyio(async_db_session, async_seeded_users):
+    assert await count(async_db_session, User) == 5
+    await create_async(UserFactory)
+    await async_db_session.commit()
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+
+
 def test_a_fresh_connection_sees_an_empty_migrated_database_last(engine):
     assert_nothing_persisted(engine)
 
@@ -750,3 +831,224 @@ def test_db_session_isolates_with_the_psycopg_driver(pytester: pytest.Pytester) 
     result = run(pytester, "-v", "--dbtoolkit-driver=psycopg")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*test_sync_driver.py::test_the_driver_is_psycopg PASSED*"])
+
+
+# --- Seed layers, the deferred check, leaks and escapes, as for db_session ------------
+
+INNER_SCOPED_SEEDS = """
+    import collections
+
+    import pytest
+    from sqlalchemy import func, select
+
+    from catalog_factories import AuthorFactory, BookFactory
+    from catalog_models import Author, Book
+    from dbtoolkit import async_seed
+
+    pytestmark = pytest.mark.asyncio
+    CREATED = collections.Counter()
+
+
+    class ModuleAuthorFactory(AuthorFactory):
+        @classmethod
+        def _create(cls, model_class, *args, **kwargs):
+            CREATED[cls.__name__] += 1
+            return super()._create(model_class, *args, **kwargs)
+
+
+    module_authors = async_seed(ModuleAuthorFactory, 2, scope="module")
+    books = async_seed(BookFactory, 1)
+
+
+    async def counts(session):
+        return (
+            await session.scalar(select(func.count()).select_from(Author)),
+            await session.scalar(select(func.count()).select_from(Book)),
+        )
+
+
+    @pytest.mark.parametrize("run", range(3))
+    async def test_with_books(async_db_session, module_authors, books, run):
+        assert await counts(async_db_session) == (3, 1)
+        await async_db_session.rollback()
+        assert await counts(async_db_session) == (3, 1)
+
+
+    @pytest.mark.parametrize("run", range(2))
+    async def test_without_books(async_db_session, module_authors, run):
+        assert await counts(async_db_session) == (2, 0)
+
+
+    async def test_without_seeds(async_db_session):
+        assert await counts(async_db_session) == (0, 0)
+
+
+    async def test_the_module_seed_was_laid_once():
+        assert CREATED == {"ModuleAuthorFactory": 2}
+"""
+
+
+def test_a_scoped_async_seed_is_laid_once_for_the_tests_that_share_it(
+    pytester: pytest.Pytester,
+) -> None:
+    catalog_project(pytester)
+    pytester.makepyfile(test_scoped=INNER_SCOPED_SEEDS)
+    run(pytester, "-v").assert_outcomes(passed=7)
+
+
+# The catalog's books.author_id, made a foreign key checked at commit only.
+DEFERRED_AUTHOR_FK = (
+    'op.execute("ALTER TABLE books DROP CONSTRAINT books_author_id_fkey, '
+    "ADD CONSTRAINT fk_books_author_deferred FOREIGN KEY (author_id) REFERENCES authors(id) "
+    'DEFERRABLE INITIALLY DEFERRED")'
+)
+
+INNER_GUARDED = """
+    import pytest
+    from sqlalchemy import func, insert, select, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from catalog_factories import AuthorFactory
+    from catalog_models import Author, Book
+    from dbtoolkit import async_seed
+
+    pytestmark = pytest.mark.asyncio
+    async_seeded_authors = async_seed(AuthorFactory, 2)
+
+
+    async def assert_as_seeded(session):
+        assert await session.scalar(select(func.count()).select_from(Author)) == 2
+        assert await session.scalar(select(func.count()).select_from(Book)) == 0
+
+
+    async def test_1_leaves_a_deferred_key_violated(async_db_session, async_seeded_authors):
+        async_db_session.add(Book(title="Orphan", author_id=-1))
+        await async_db_session.flush()
+
+
+    async def test_2_fails_in_a_statement(async_db_session, async_seeded_authors):
+        with pytest.raises(Exception, match="violates foreign key"):
+            await async_db_session.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))
+            async_db_session.add(Book(title="Orphan", author_id=-1))
+            await async_db_session.flush()
+
+
+    async def test_3_as_seeded(async_db_session, async_seeded_authors):
+        await assert_as_seeded(async_db_session)
+
+
+    async def test_4_commits_on_a_connection_of_its_own(async_db_session, async_seeded_authors):
+        other = create_async_engine(async_db_session.bind.engine.url, poolclass=NullPool)
+        async with other.begin() as connection:
+            await connection.execute(insert(Author).values(name="Leaked"))
+        await other.dispose()
+
+
+    async def test_5_as_seeded(async_db_session, async_seeded_authors):
+        await assert_as_seeded(async_db_session)
+
+
+    async def test_6_sends_a_raw_commit(async_db_session, async_seeded_authors):
+        await async_db_session.execute(text("COMMIT"))
+
+
+    async def test_7_as_seeded(async_db_session, async_seeded_authors):
+        await assert_as_seeded(async_db_session)
+"""
+
+VIOLATED = (
+    "DeferredConstraintError: the test left deferred constraint 'fk_books_author_deferred' "
+    'violated, so its COMMIT would have failed: insert or update on table "books" violates '
+    'foreign key constraint "fk_books_author_deferred" '
+    '(Key (author_id)=(-1) is not present in table "authors".)'
+)
+LEAKED = (
+    "LeakError: rows were committed outside the test's transaction while it ran: "
+    "1 row inserted into public.authors."
+)
+ESCAPED = "IsolationError: the test ended the outer transaction with a raw COMMIT or ROLLBACK"
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+def test_the_deferred_check_the_leak_watch_and_the_escape_check_guard_async_tests(
+    pytester: pytest.Pytester, driver: str
+) -> None:
+    catalog_project(pytester, second_revision=DEFERRED_AUTHOR_FK)
+    pytester.makepyfile(test_guarded=INNER_GUARDED)
+    result = run(pytester, "-v", f"--dbtoolkit-async-driver={driver}")
+    # Every body passes; the three that leave something behind error at teardown.
+    result.assert_outcomes(passed=7, errors=3)
+    for name, message in [
+        ("test_1_leaves_a_deferred_key_violated", VIOLATED),
+        ("test_4_commits_on_a_connection_of_its_own", LEAKED),
+        ("test_6_sends_a_raw_commit", ESCAPED),
+    ]:
+        error = sep_line(result, f"ERROR at teardown of {name}")
+        assert result.outlines[result.outlines.index(error) + 1].startswith(message)
+
+
+# --- Loops: a mismatch names its fix; anyio's trio is refused -------------------------
+
+INNER_MISMATCH = """
+    import asyncio
+
+    import pytest
+    import pytest_asyncio
+
+
+    @pytest_asyncio.fixture
+    async def pending():
+        return asyncio.get_running_loop().create_future()
+
+
+    @pytest.mark.asyncio(loop_scope="module")
+    async def test_awaits_a_future_of_the_fixtures_loop(pending):
+        await pending
+"""
+
+INNER_TRIO = """
+    import pytest
+
+
+    @pytest.fixture
+    def anyio_backend():
+        return "trio"
+
+
+    @pytest.mark.anyio
+    async def test_on_trio(async_db_session):
+        pass
+"""
+
+
+def test_a_loop_mismatch_names_the_fix(pytester: pytest.Pytester) -> None:
+    catalog_project(pytester, settings=FUNCTION_LOOP_SETTINGS)
+    pytester.makepyfile(test_mismatch=INNER_MISMATCH)
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*attached to a different loop*",
+            "*- dbtoolkit -*",
+            "the test ran in pytest-asyncio's module-scoped event loop and used an object that "
+            "belongs to another loop, made by a fixture set up in another loop scope; run the "
+            "async fixtures in the test's loop: asyncio_default_fixture_loop_scope = module in "
+            'the ini, or @pytest_asyncio.fixture(loop_scope="module") on the fixture '
+            "(dbtoolkit's own fixtures work in any loop)",
+        ]
+    )
+
+
+def test_anyio_on_trio_is_refused_with_the_fix(pytester: pytest.Pytester) -> None:
+    catalog_project(pytester)
+    pytester.makepyfile(test_trio=INNER_TRIO)
+    result = run(pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "ConfigError: async_db_session runs on asyncio, but anyio runs "
+            "test_trio.py::test_on_trio on trio; give it the asyncio backend (an anyio_backend "
+            'fixture that returns "asyncio")'
+        ]
+    )
