@@ -9,7 +9,8 @@ seed layers closed by SAVEPOINTs, a rollback to them after each test, the deferr
 check. Each test's ``AsyncSession`` works on the same connection from the test's own
 loop, whichever it is: psycopg's async connection belongs to no loop, and asyncpg's
 coroutines are sent to the connection's loop (``_Remote``: about 30 µs a statement,
-where a connection of its own costs a test 4 to 9 ms).
+where a connection of its own costs a test 4 to 9 ms). ``isolated_async_session``
+isolates one block on a connection of its own, in the running loop.
 
 ``create_async`` runs the factory's own create strategy (post-generation hooks,
 ``RelatedFactory`` and all) with the AsyncSession's sync session, in the test's loop,
@@ -146,9 +147,13 @@ class SharedAsyncConnection:
             def remotely(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
                 cparams["async_creator_fn"] = connect
 
-        self.shared = self.portal.call(
-            SharedConnection[seeding.Laid], engine.sync_engine, on_escape
-        )
+        try:
+            self.shared = self.portal.call(
+                SharedConnection[seeding.Laid], engine.sync_engine, on_escape
+            )
+        except BaseException:
+            self.portal.close()
+            raise
 
     def prepare(
         self, keys: list[seeding.LayerKey], **kwargs: Any
