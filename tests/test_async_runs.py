@@ -442,3 +442,33 @@ def test_anyio_on_trio_is_refused_with_the_fix(pytester: pytest.Pytester) -> Non
             'fixture that returns "asyncio")'
         ]
     )
+
+
+INNER_ANYIO = """
+    import pytest
+    from sqlalchemy import func, select
+
+    from catalog_factories import BookFactory
+    from catalog_models import Author, Book
+    from dbtoolkit import async_seed
+    from dbtoolkit.aio import create_async
+
+    async_seeded_authors = async_seed(BookFactory.author.get_factory(), 2)
+
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("run", range(2))
+    async def test_on_anyio(async_db_session, async_seeded_authors, run):
+        await create_async(BookFactory)
+        await async_db_session.commit()
+        assert await async_db_session.scalar(select(func.count()).select_from(Author)) == 3
+        assert await async_db_session.scalar(select(func.count()).select_from(Book)) == 1
+"""
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_anyio_runs_async_db_session_on_asyncio(pytester: pytest.Pytester, mode: str) -> None:
+    catalog_project(pytester)
+    pytester.makepyfile(test_anyio=INNER_ANYIO)
+    result = run(pytester, "-o", f"asyncio_mode={mode}")
+    result.assert_outcomes(passed=2)
