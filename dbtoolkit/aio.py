@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from dbtoolkit import seeding
@@ -155,33 +156,35 @@ class SharedAsyncConnection:
             self.portal.close()
             raise
 
-    def prepare(
-        self, keys: list[seeding.LayerKey], **kwargs: Any
-    ) -> dict[seeding.SeedSpec, seeding.Laid]:
-        """``seeding.prepare`` on the shared connection."""
-        return self.portal.call(lambda: seeding.prepare(self.shared, keys, **kwargs))
-
     def clear(self) -> None:
         """Roll back to the empty database, if anything is on it (before another test)."""
         if self.shared.layers or self.shared.written:
             self.portal.call(seeding.prepare_fixture_layers, self.shared, [])
 
     @contextmanager
-    def test(self) -> Iterator[AsyncSession]:
-        """The running test's AsyncSession, on top of the layers; back to them on exit.
+    def test(
+        self, keys: list[seeding.LayerKey], **kwargs: Any
+    ) -> Iterator[tuple[AsyncSession, dict[seeding.SeedSpec, seeding.Laid]]]:
+        """The running test's AsyncSession on the layers ``keys``; back to them on exit.
 
-        Objects are not expired on commit (``expire_on_commit=False``): after a commit
-        an attribute access would have to load lazily, which async code cannot do.
+        Yields it with the seeds laid (``seeding.prepare`` with ``kwargs``), both made in
+        one call to the portal. Objects are not expired on commit
+        (``expire_on_commit=False``): after a commit an attribute access would have to
+        load lazily, which async code cannot do.
         """
         running = self.shared.test()
-        sessions = self.portal.call(running.__enter__)
+
+        def enter() -> tuple[dict[seeding.SeedSpec, seeding.Laid], list[Session]]:
+            return seeding.prepare(self.shared, keys, **kwargs), running.__enter__()
+
+        seeds, sessions = self.portal.call(enter)
         connection = AsyncConnection(self.engine, self.shared.connection)
         session = AsyncSession(
             bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
         )
         sessions.append(session.sync_session)
         try:
-            yield session
+            yield session, seeds
         finally:
             self.portal.call(running.__exit__, None, None, None)
 

@@ -645,13 +645,15 @@ def async_db_session(
 
     _check_backend(request)
     state, test = request.config.stash[STATE], request.node.stash[TEST]
-    test.async_seeds = dbtoolkit_async_connection.prepare(
-        requested_seeds(request, "dbtoolkit_async_seed"),
-        factories=state.factories,
-        base_seed=state.settings.seed,
-        test_seed=test.seed,
-    )
-    with dbtoolkit_async_connection.test() as session, aio.activate(session):
+    with (
+        dbtoolkit_async_connection.test(
+            requested_seeds(request, "dbtoolkit_async_seed"),
+            factories=state.factories,
+            base_seed=state.settings.seed,
+            test_seed=test.seed,
+        ) as (session, test.async_seeds),
+        aio.activate(session),
+    ):
         yield session
 
 
