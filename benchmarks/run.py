@@ -67,7 +67,7 @@ PROJECTS = HERE / "projects"
 SIZES = {
     "tests": ("tests of the suites", 1000, 200),
     "pg_tests": ('tests of the `postgresql` and isolation="database" suites', 30, 10),
-    "async_tests": ("tests of the async suites (each opens a connection of its own)", 200, 40),
+    "async_tests": ("tests of the async suites", 200, 40),
     "xdist_tests": ("tests of the xdist suites", 2000, 500),
 }
 ROUNDS = (5, 3)  # default, with --quick
@@ -276,6 +276,16 @@ ROWS = (
     Row(
         "database set-up after a migration changed / first run (1 revision)",
         db_setup("dbtoolkit-1-changed") / db_setup("dbtoolkit-1-first"),
+    ),
+    Row(
+        "async per-test overhead / sync's, asyncpg",
+        overhead("asyncpg-N") / DBTOOLKIT,
+        "<= 1.5",
+    ),
+    Row(
+        "async per-test overhead / sync's, psycopg 3",
+        overhead("asyncpsycopg-N") / DBTOOLKIT,
+        "<= 1.5",
     ),
     Row(
         "1 database test / 1 test without, whole process, second run",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from dbtoolkit import isolation, leaks, migrations, provision, queries, seeding
-from dbtoolkit.errors import ASYNC_EXTRA, ConfigError
+from dbtoolkit.errors import ConfigError
 from dbtoolkit.guard import GUARD, Guard
 from dbtoolkit.sandbox import Sandbox, own
 from dbtoolkit.server import Server, postgresql_config
@@ -30,6 +30,8 @@ from dbtoolkit.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+    from dbtoolkit import aio
 
 
 @dataclass
@@ -43,6 +45,7 @@ class RunState:
     database: isolation.RunDatabase | None = None
     sandbox: Sandbox | None = None  # while the test database exists
     connection: isolation.SharedConnection[seeding.Laid] | None = None
+    async_connection: aio.SharedAsyncConnection | None = None  # the async tests'
     test: ItemState | None = None  # the running (or last) test's
     layering: bool = False  # a fixture wider than a test is being set up (``wider_fixture``)
     # The layers that fixtures wider than a test laid through the application, bottom first.
@@ -74,8 +77,23 @@ class RunState:
         database = self.database
         if database is None or database.watch is None:
             return []
-        put_right = self.connection.reset if self.connection else database.recreate
-        return leaks.check(database.watch, put_right)
+        return leaks.check(database.watch, self.put_right)
+
+    def put_right(self, resetting: object = None) -> None:
+        """Recreate the database after a test committed for real, and start over on it.
+
+        The shared connections are closed first and opened again after, but
+        ``resetting``, which does that itself.
+        """
+        shared = [self.connection, self.async_connection]
+        others = [connection for connection in shared if connection not in (None, resetting)]
+        for connection in others:
+            connection.close()
+        self.fixture_layers.clear()  # the layers are gone with the committed rows
+        if self.database is not None:
+            self.database.recreate()
+        for connection in others:
+            connection.open()
 
     @contextmanager
     def wider_fixture(self, fixturedef: pytest.FixtureDef[Any]) -> Iterator[None]:
@@ -138,6 +156,7 @@ class ItemState:
 
     seed: int
     seeds: dict[seeding.SeedSpec, seeding.Laid] = field(default_factory=dict)
+    async_seeds: dict[seeding.SeedSpec, seeding.Laid] = field(default_factory=dict)
     bound: bool = False  # the test used db_bind
 
 
@@ -277,13 +296,9 @@ def dbtoolkit_connection(
     recreated from the template.
     """
     state = pytestconfig.stash[STATE]
-
-    def put_right() -> None:  # the layers are gone with the committed rows
-        state.fixture_layers.clear()
-        if state.database is not None:
-            state.database.recreate()
-
-    with isolation.SharedConnection[seeding.Laid](engine, on_escape=put_right) as shared:
+    with isolation.SharedConnection[seeding.Laid](
+        engine, on_escape=lambda: state.put_right(state.connection)
+    ) as shared:
         state.connection = shared
         sandbox = state.sandbox
         if sandbox is not None:  # the application's engines join the test on it
@@ -401,8 +416,12 @@ def isolation_of(item: pytest.Item) -> str:
     return str(isolation_)
 
 
-def requested_seeds(request: pytest.FixtureRequest) -> list[seeding.LayerKey]:
+def requested_seeds(
+    request: pytest.FixtureRequest, kind: str = "dbtoolkit_seed"
+) -> list[seeding.LayerKey]:
     """The layer keys of the seed fixtures this test requests, widest scope first.
+
+    ``kind``: ``seed``'s fixtures, or ``async_seed``'s (``"dbtoolkit_async_seed"``).
 
     A module-scoped seed's key names the module, so each module lays its own. pytest
     offers no public way to find the function behind a fixture name; the test's
@@ -414,7 +433,7 @@ def requested_seeds(request: pytest.FixtureRequest) -> list[seeding.LayerKey]:
     specs = []
     for name in request.fixturenames:
         fixturedefs = definitions.name2fixturedefs.get(name)
-        spec = getattr(fixturedefs[-1].func, "dbtoolkit_seed", None) if fixturedefs else None
+        spec = getattr(fixturedefs[-1].func, kind, None) if fixturedefs else None
         if isinstance(spec, seeding.SeedSpec):
             specs.append(spec)
     module = request.node.nodeid.split("::")[0]
@@ -562,99 +581,139 @@ def assert_max_num_queries(db_session: Session) -> queries.QueryAssertion:
     return _query_assertion(db_session, queries.assert_max_num_queries)
 
 
-# --- Async: AsyncSession tests, with pytest-asyncio (the "async" extra) ---------------
+# --- Async: AsyncSession tests (the "async" extra) ------------------------------------
 # Nothing here imports SQLAlchemy's asyncio extension (dbtoolkit.aio) before a test asks
-# for an async fixture: it needs greenlet, which only the async extra installs.
+# for an async fixture: it needs greenlet, which only the async extra installs. The
+# fixtures are sync ones: what they set up belongs to no event loop, so tests may run in
+# any (pytest-asyncio's loop scopes, anyio's asyncio backend).
 
-try:
-    import pytest_asyncio
-except ImportError:  # without the extra, the async fixtures say how to get it
-    pytest_asyncio = None  # type: ignore[assignment]
 
-if pytest_asyncio is not None:
+@pytest.fixture(scope="session")
+def dbtoolkit_async_engine(
+    dbtoolkit_database: URL, dbtoolkit_settings: Settings
+) -> Iterator[AsyncEngine]:
+    """The AsyncEngine under async_db_session (session scope), without a pool.
 
-    @pytest_asyncio.fixture
-    async def async_db_session(dbtoolkit_async_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-        """An AsyncSession whose every change is rolled back after the test, even commits.
+    Its driver is the ``async_driver`` setting (asyncpg, or psycopg).
+    """
+    from dbtoolkit import aio
 
-        Function scope, in the event loop pytest-asyncio gives function-scoped
-        fixtures (``asyncio_default_fixture_loop_scope``): run the test in that loop.
-        It has its own connection (driver: the ``async_driver`` setting, asyncpg by
-        default), opened and closed in that loop, so no connection crosses loops.
-        ``create_async`` and ``create_batch_async`` create through it.
-        """
-        from dbtoolkit import aio
-
-        async with aio.isolated_async_session(dbtoolkit_async_engine) as session:
-            with aio.activate(session):
-                yield session
-
-    @pytest.fixture(scope="session")
-    def dbtoolkit_async_engine(
-        dbtoolkit_database: URL, dbtoolkit_settings: Settings
-    ) -> Iterator[AsyncEngine]:
-        """The AsyncEngine under async_db_session (session scope), without a pool.
-
-        Each test opens its connection in its own event loop and closes it there, so no
-        connection outlives a loop; the engine itself belongs to no loop.
-        """
-        from dbtoolkit import aio
-
-        engine = aio.unpooled_engine(
-            dbtoolkit_database.set(drivername=dbtoolkit_settings.async_dbapi_name)
-        )
-        own(engine.sync_engine)
-        yield engine
-        engine.sync_engine.dispose()
-
-    @pytest_asyncio.fixture
-    async def async_db_bind(async_db_session: AsyncSession) -> AsyncIterator[Callable[..., None]]:
-        """``db_bind`` for async code: ``async_db_bind(async_sessionmaker)``, function scope.
-
-        The application's ``async_sessionmaker`` (or ``async_scoped_session``) opens
-        its sessions on the test's connection, in SAVEPOINTs, until the test ends.
-        """
-        with ExitStack() as stack:
-
-            def bind(*makers: Any) -> None:
-                connection = async_db_session.bind
-                assert connection is not None
-                stack.enter_context(isolation.joined(connection, *makers))
-
-            yield bind
-
-else:
-
-    def _needs_async_extra() -> None:
-        """Without the async extra: says how to install it."""
-        raise ConfigError(ASYNC_EXTRA)
-
-    async_db_session = pytest.fixture(name="async_db_session")(_needs_async_extra)
-    async_db_bind = pytest.fixture(name="async_db_bind")(_needs_async_extra)
-    dbtoolkit_async_engine = pytest.fixture(name="dbtoolkit_async_engine", scope="session")(
-        _needs_async_extra
+    engine = aio.unpooled_engine(
+        dbtoolkit_database.set(drivername=dbtoolkit_settings.async_dbapi_name)
     )
+    own(engine.sync_engine)
+    yield engine
+    engine.sync_engine.dispose()
 
 
-def async_seed(factory: seeding.FactoryClass, count: int, **attributes: Any) -> Any:
-    """Return a function-scoped async fixture that yields ``count`` objects from ``factory``.
+@pytest.fixture(scope="session")
+def dbtoolkit_async_connection(
+    pytestconfig: pytest.Config, dbtoolkit_async_engine: AsyncEngine
+) -> Iterator[aio.SharedAsyncConnection]:
+    """The connection every async_db_session of this run (or xdist worker) works on.
 
-    The async counterpart of ``seed``: the rows are created through async_db_session
-    with ``create_batch_async`` and committed into its outer transaction, so a
-    ``rollback()`` in the test keeps them::
+    Session scope: ``dbtoolkit_connection`` for the async driver, in an event loop of
+    its own (a thread), so that tests in any loop share it.
+    """
+    from dbtoolkit import aio
+
+    state = pytestconfig.stash[STATE]
+    with aio.SharedAsyncConnection(
+        dbtoolkit_async_engine, on_escape=lambda: state.put_right(state.async_connection)
+    ) as shared:
+        state.async_connection = shared
+        try:
+            yield shared
+        finally:
+            state.async_connection = None
+
+
+@pytest.fixture
+def async_db_session(
+    request: pytest.FixtureRequest, dbtoolkit_async_connection: aio.SharedAsyncConnection
+) -> Iterator[AsyncSession]:
+    """An AsyncSession whose every change is rolled back after the test, even commits.
+
+    Function scope; ``db_session`` for async tests, in whatever event loop the test runs.
+    Its connection is the run's one async connection (driver: the ``async_driver``
+    setting, asyncpg by default): the ``async_seed`` fixtures the test requests are laid
+    on it first, shared with the tests before it that asked for the same, and the test
+    is rolled back to them afterwards, after the deferred-constraint check.
+    ``create_async`` and ``create_batch_async`` create through it.
+    """
+    from dbtoolkit import aio
+
+    _check_backend(request)
+    state, test = request.config.stash[STATE], request.node.stash[TEST]
+    with (
+        dbtoolkit_async_connection.test(
+            requested_seeds(request, "dbtoolkit_async_seed"),
+            factories=state.factories,
+            base_seed=state.settings.seed,
+            test_seed=test.seed,
+        ) as (session, test.async_seeds),
+        aio.activate(session),
+    ):
+        yield session
+
+
+def _check_backend(request: pytest.FixtureRequest) -> None:
+    """Refuse anyio's trio backend: SQLAlchemy's asyncio extension needs asyncio."""
+    if "anyio_backend" in request.fixturenames:
+        backend = request.getfixturevalue("anyio_backend")
+        name = backend if isinstance(backend, str) else backend[0]
+        if name != "asyncio":
+            raise ConfigError(
+                f"async_db_session runs on asyncio, but anyio runs {request.node.nodeid} on "
+                f"{name}; give it the asyncio backend (an anyio_backend fixture that returns "
+                '"asyncio")'
+            )
+
+
+@pytest.fixture
+def async_db_bind(async_db_session: AsyncSession) -> Iterator[Callable[..., None]]:
+    """``db_bind`` for async code: ``async_db_bind(async_sessionmaker)``, function scope.
+
+    The application's ``async_sessionmaker`` (or ``async_scoped_session``) opens
+    its sessions on the test's connection, in SAVEPOINTs, until the test ends.
+    """
+    with ExitStack() as stack:
+
+        def bind(*makers: Any) -> None:
+            connection = async_db_session.bind
+            assert connection is not None
+            stack.enter_context(isolation.joined(connection, *makers))
+
+        yield bind
+
+
+def async_seed(
+    factory: seeding.FactoryClass, count: int, *, scope: str = "function", **attributes: Any
+) -> Any:
+    """Return a function-scoped fixture that yields ``count`` objects from ``factory``.
+
+    ``seed``'s counterpart for ``async_db_session``, with the same ``scope``: the rows
+    are laid on its connection before the test, shared by the tests that ask for the
+    same seeds, and committed into the outer transaction, so a ``rollback()`` in the
+    test keeps them. The objects are attached to the test's ``async_db_session``::
 
         async_seeded_users = async_seed(UserFactory, 5)
     """
-    if pytest_asyncio is None:
-        raise ConfigError(ASYNC_EXTRA)
+    spec = seeding.SeedSpec.checked(factory, count, attributes, scope)
 
-    async def seed_fixture(async_db_session: AsyncSession) -> list[Any]:
-        from dbtoolkit import aio
+    def seed_fixture(
+        request: pytest.FixtureRequest,
+        async_db_session: AsyncSession,
+        dbtoolkit_async_connection: aio.SharedAsyncConnection,
+    ) -> list[Any]:
+        session = async_db_session.sync_session
+        laid = request.node.stash[TEST].async_seeds.get(spec)
+        if laid is None:  # asked for through getfixturevalue(): created in the test itself
+            factories = request.config.stash[STATE].factories
+            return dbtoolkit_async_connection.portal.call(
+                seeding.create_now, spec, session, factories
+            )
+        return [session.merge(obj, load=False) for obj in laid.objects]
 
-        objects = await aio.create_batch_async(
-            factory, count, session=async_db_session, **attributes
-        )
-        await async_db_session.commit()
-        return objects
-
-    return pytest_asyncio.fixture(seed_fixture)
+    seed_fixture.dbtoolkit_async_seed = spec  # type: ignore[attr-defined]
+    return pytest.fixture(seed_fixture)

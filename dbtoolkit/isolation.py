@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 # one in which a statement failed.
 _IDLE = 0
 _FAILED = 3
+_IN_FAILED_TRANSACTION = "25P02"  # a statement ran in a transaction a failed one aborted
 
 Layer = TypeVar("Layer")
 
@@ -96,9 +97,10 @@ class SharedConnection(Generic[Layer]):
         self.after_rollback: Callable[[], None] = lambda: None  # told of each ROLLBACK TO
         self.before_building: Callable[[], None] = lambda: None  # before a layer or a test
         self.in_test = False  # a test runs on the connection (``test``)
-        self._open()
+        self.open()
 
-    def _open(self) -> None:
+    def open(self) -> None:
+        """Connect, begin the outer transaction and close the empty database as layer 0."""
         self.connection = self.engine.connect()
         self.written = False
         event.listen(self.connection, "before_cursor_execute", self._note)
@@ -205,7 +207,7 @@ class SharedConnection(Generic[Layer]):
         """
         self.close()
         self.on_escape()
-        self._open()
+        self.open()
 
     def close(self) -> None:
         """Roll back everything and return the connection."""
@@ -222,10 +224,17 @@ class SharedConnection(Generic[Layer]):
         try:
             self.connection.exec_driver_sql("SET CONSTRAINTS ALL IMMEDIATE")
         except DBAPIError as exc:
-            diag = getattr(exc.orig, "diag", None)
+            if _sqlstate(exc) == _IN_FAILED_TRANSACTION:  # asyncpg does not tell it before
+                return None
+            # psycopg's diagnostics, or the error asyncpg raised (SQLAlchemy's cause)
+            diag = getattr(exc.orig, "diag", None) or getattr(exc.orig, "__cause__", None)
             name = getattr(diag, "constraint_name", None) or "?"
-            message = getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]
-            detail = getattr(diag, "message_detail", None)
+            message = (
+                getattr(diag, "message_primary", None)
+                or getattr(diag, "message", None)
+                or str(exc.orig).splitlines()[0]
+            )
+            detail = getattr(diag, "message_detail", None) or getattr(diag, "detail", None)
             return DeferredConstraintError(
                 f"the test left deferred constraint {name!r} violated, so its COMMIT would "
                 f"have failed: {message}" + (f" ({detail})" if detail else "")
@@ -404,6 +413,15 @@ def _outer_transaction_ended(connection: Connection) -> bool:
 
 
 def _transaction_status(connection: Connection) -> int | None:
-    info = getattr(connection.connection.dbapi_connection, "info", None)
-    status: int | None = getattr(info, "transaction_status", None)
-    return status
+    driver = connection.connection.driver_connection
+    info = getattr(driver, "info", None)  # psycopg 2 and 3
+    if info is not None:
+        status: int | None = getattr(info, "transaction_status", None)
+        return status
+    in_transaction = getattr(driver, "is_in_transaction", None)  # asyncpg: idle or not
+    return None if in_transaction is None or in_transaction() else _IDLE
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code: str | None = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code

@@ -33,6 +33,7 @@ from dbtoolkit.fixtures import (  # noqa: F401 (registered as the plugin's fixtu
     at_revision,
     db_bind,
     db_session,
+    dbtoolkit_async_connection,
     dbtoolkit_async_engine,
     dbtoolkit_connection,
     dbtoolkit_database,
@@ -261,6 +262,8 @@ def pytest_runtest_makereport(
     report = yield
     if call.excinfo is not None and call.excinfo.errisinstance((DbtoolkitError, LeakWarning)):
         report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
+    if call.excinfo is not None and any(words in str(call.excinfo.value) for words in _OTHER_LOOP):
+        report.sections.append(("dbtoolkit", loop_mismatch(item)))
     if report.failed and TEST in item.stash and not isinstance(item, collect.MigrationCheck):
         settings = item.config.stash[STATE].settings
         report.sections.append(
@@ -275,13 +278,41 @@ def pytest_runtest_makereport(
     return report
 
 
+# How asyncio and asyncpg say that an object of one event loop was used in another.
+_OTHER_LOOP = ("attached to a different loop", "is bound to a different event loop")
+
+
+def loop_mismatch(item: pytest.Item) -> str:
+    """Say which loop the test ran in and how to give its fixtures the same one."""
+    marker = item.get_closest_marker("asyncio")
+    scope = marker.kwargs.get("loop_scope") if marker else None
+    if scope is None:
+        try:
+            scope = item.config.getini("asyncio_default_test_loop_scope") or "function"
+        except ValueError:  # pytest-asyncio is not there: anyio's, or another runner
+            scope = "function"
+    return (
+        f"the test ran in pytest-asyncio's {scope}-scoped event loop and used an object "
+        "that belongs to another loop, made by a fixture set up in another loop scope; "
+        f"run the async fixtures in the test's loop: asyncio_default_fixture_loop_scope = "
+        f'{scope} in the ini, or @pytest_asyncio.fixture(loop_scope="{scope}") on the '
+        "fixture (dbtoolkit's own fixtures work in any loop)"
+    )
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    """Before a test without db_session, drop the seed layers so no rows stay locked."""
+    """Before a test without db_session (or async_db_session), drop the seed layers.
+
+    No rows then stay locked: another connection writing the same keys would wait.
+    """
     isolation_of(item)  # a bad marker is an error, with or without db_session
     state = item.config.stash[STATE]
-    if state.connection is not None and "_dbtoolkit_test" not in getattr(item, "fixturenames", ()):
+    fixtures = getattr(item, "fixturenames", ())
+    if state.connection is not None and "_dbtoolkit_test" not in fixtures:
         seeding.prepare_fixture_layers(state.connection, state.fixture_layers)
+    if state.async_connection is not None and "async_db_session" not in fixtures:
+        state.async_connection.clear()
     with GUARD.doing(f"the setup of {item.nodeid}"):
         return (yield)
 

@@ -8,16 +8,16 @@ changes behind that the next copy would see if isolation were broken. Ids are ne
 compared: sequences do not roll back. Objects are not touched after a rollback (that
 expires them, and an async session cannot load lazily): the rows are queried instead.
 
-The inner runs at the end show the loop-scope rule (the test runs in the loop of
-function-scoped fixtures) and the drivers from a project's own point of view.
+Every test here runs in whatever event loop scope the run gives (CI runs the file in
+function, module and session loops); tests/test_async_runs.py holds the inner runs.
 """
 
 import asyncio
 
 import async_service
+import factory
 import pytest
 import pytest_asyncio
-from catalog import CATALOG_SETTINGS, catalog_project, run
 from sqlalchemy import delete, event, func, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
@@ -33,7 +33,7 @@ from dbtoolkit.aio import (
 from dbtoolkit.errors import NoSessionError
 from dbtoolkit.isolation import joined
 from dbtoolkit.models import Organization, Project, User
-from factories import ProjectFactory, UserFactory
+from factories import OrganizationFactory, ProjectFactory, UserFactory
 
 SCHEMA_TABLES = {"alembic_version", "organizations", "projects", "users"}
 USER_COLUMNS = {"id", "name", "email", "active", "created_at", "organization_id"}
@@ -551,202 +551,85 @@ async def test_after_the_fastapi_style_tests_only_the_seed_is_left(
     assert ADMIN_NAME not in set(await async_db_session.scalars(select(User.name)))
 
 
+# --- One connection for every async test, whatever its loop ---------------------------
+
+BACKENDS = set()
+MODULE_SEED = []
+
+async_seeded_projects = async_seed(ProjectFactory, 2, scope="module")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_every_async_test_of_a_worker_works_on_one_connection(async_db_session, run):
+    # Each test runs in a new event loop (pytest-asyncio's default), on the same connection.
+    BACKENDS.add(await async_db_session.scalar(text("SELECT pg_backend_pid()")))
+    assert len(BACKENDS) == 1
+    assert await counts(async_db_session) == NOTHING
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_a_module_scoped_async_seed_lies_below_the_function_scoped_one(
+    async_db_session, async_seeded_users, async_seeded_projects, run
+):
+    # The projects' owners and their organizations come with them: 2 + 5 users.
+    assert await counts(async_db_session) == {"User": 7, "Organization": 7, "Project": 2}
+    titles = sorted(project.title for project in async_seeded_projects)
+    MODULE_SEED.append(titles)
+    assert MODULE_SEED[0] == titles  # the same rows, whichever seeds lie on top
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+
+
+class OrganizationWithStaffFactory(OrganizationFactory):
+    """An organization, two users (RelatedFactoryList) and a project a hook makes."""
+
+    staff = factory.RelatedFactoryList(UserFactory, factory_related_name="organization", size=2)
+
+    @factory.post_generation
+    def project(organization, create, extracted, **kwargs):
+        if create:
+            ProjectFactory(owner=UserFactory(organization=organization, name=ADMIN_NAME))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("run", RUNS)
+async def test_create_async_runs_related_factories_and_post_generation_hooks(async_db_session, run):
+    with count_queries(async_db_session) as counted:
+        organization = await create_async(OrganizationWithStaffFactory)
+
+    assert organization.id is not None
+    assert await counts(async_db_session) == {"User": 3, "Organization": 1, "Project": 1}
+    owners = select(User.name).join(Project, Project.owner_id == User.id)
+    assert set(await async_db_session.scalars(owners)) == {ADMIN_NAME}
+    organizations = select(func.count(func.distinct(User.organization_id)))
+    assert await async_db_session.scalar(organizations) == 1
+    # One flush: one INSERT per table (organizations, users, projects).
+    assert [statement.split()[:3] for statement in counted.statements] == [
+        ["INSERT", "INTO", "organizations"],
+        ["INSERT", "INTO", "users"],
+        ["INSERT", "INTO", "projects"],
+    ]
+
+
+@pytest.mark.asyncio
+async def test_assert_num_queries_counts_what_the_async_session_runs(
+    async_db_session, async_seeded_users, assert_num_queries
+):
+    with assert_num_queries(2, bind=async_db_session) as counted:
+        await async_db_session.commit()  # SAVEPOINT statements are not counted
+        await async_db_session.scalar(select(func.count()).select_from(User))
+        await create_async(UserFactory, organization=None)
+    assert [statement.split()[0] for statement in counted.statements] == ["SELECT", "INSERT"]
+
+
+@pytest.mark.anyio
+async def test_async_db_session_works_under_anyio(async_db_session, async_seeded_users):
+    assert await count(async_db_session, User) == 5
+    await create_async(UserFactory)
+    await async_db_session.commit()
+    assert await seen_elsewhere(async_db_session) == (TEMPLATE, NOTHING)
+
+
 def test_a_fresh_connection_sees_an_empty_migrated_database_last(engine):
     assert_nothing_persisted(engine)
-
-
-# --- Loop scopes: the test runs in the loop of function-scoped fixtures ---------------
-
-
-def loop_settings(scope: str) -> str:
-    """The catalog's settings with pytest-asyncio's default fixture loop scope.
-
-    Spelled out in every inner run here, the loop scope being what these runs test
-    (``catalog_project`` would otherwise add ``function``).
-    """
-    return CATALOG_SETTINGS + f"asyncio_default_fixture_loop_scope = {scope}\n"
-
-
-FUNCTION_LOOP_SETTINGS = loop_settings("function")
-
-INNER_LOOPS = """
-    import asyncio
-
-    # (test module, loop) for every async test, in the order they ran.
-    SEEN = []
-
-
-    def note(module):
-        SEEN.append((module, asyncio.get_running_loop()))
-"""
-
-INNER_ASYNC_TESTS = """
-    import pytest
-    from sqlalchemy import func, select
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
-
-    import loops
-    from catalog_factories import AuthorFactory, BookFactory
-    from catalog_models import Author, Book
-    from dbtoolkit.aio import create_async, create_batch_async
-    from dbtoolkit import async_seed
-
-    pytestmark = pytest.mark.asyncio{MARK_ARGS}
-
-    async_seeded_authors = async_seed(AuthorFactory, 3)
-
-
-    async def counts(connectable):
-        return (
-            await connectable.scalar(select(func.count()).select_from(Author)),
-            await connectable.scalar(select(func.count()).select_from(Book)),
-        )
-
-
-    async def seen_elsewhere(session):
-        other = create_async_engine(session.bind.engine.url, poolclass=NullPool)
-        try:
-            async with other.connect() as connection:
-                return await counts(connection)
-        finally:
-            await other.dispose()
-
-
-    @pytest.mark.parametrize("run", range(3))
-    async def test_a_commit_is_undone(async_db_session, async_seeded_authors, run):
-        loops.note(__name__)
-        assert await counts(async_db_session) == (3, 0)
-        await create_batch_async(BookFactory, 2)
-        await async_db_session.commit()
-        assert await counts(async_db_session) == (5, 2)
-        assert await seen_elsewhere(async_db_session) == (0, 0)
-
-
-    @pytest.mark.parametrize("run", range(2))
-    async def test_without_seeds_it_starts_empty(async_db_session, run):
-        loops.note(__name__)
-        assert await counts(async_db_session) == (0, 0)
-        await create_async(BookFactory, title="Left Behind")
-        await async_db_session.commit()
-        assert await counts(async_db_session) == (1, 1)
-        assert await seen_elsewhere(async_db_session) == (0, 0)
-"""
-
-INNER_LOOP_CHECK = """
-
-    async def test_the_tests_ran_in_the_loops_of_their_scope():
-        loops.note(__name__)
-        by_module = {}
-        for module, loop in loops.SEEN:
-            by_module.setdefault(module, set()).add(loop)
-        distinct = {loop for _, loop in loops.SEEN}
-        assert len(loops.SEEN) == 11
-        if "{SCOPE}" == "function":
-            assert len(distinct) == 11
-        elif "{SCOPE}" == "module":
-            assert [len(seen) for seen in by_module.values()] == [1, 1]
-            assert len(distinct) == 2
-        else:
-            assert len(distinct) == 1
-"""
-
-LOOP_MARK_ARGS = {
-    "function": "",
-    "module": '(loop_scope="module")',
-    "session": '(loop_scope="session")',
-}
-
-
-@pytest.mark.parametrize("scope", ["function", "module", "session"])
-def test_async_db_session_works_in_the_loop_scope_the_project_configures(
-    pytester: pytest.Pytester, scope: str
-) -> None:
-    catalog_project(pytester, settings=loop_settings(scope))
-    tests = INNER_ASYNC_TESTS.replace("{MARK_ARGS}", LOOP_MARK_ARGS[scope])
-    pytester.makepyfile(
-        loops=INNER_LOOPS,
-        test_first=tests,
-        test_second=tests + INNER_LOOP_CHECK.replace("{SCOPE}", scope),
-    )
-    result = run(pytester, "-v")
-    output = result.stdout.str() + result.stderr.str()
-    assert "attached to a different loop" not in output
-    result.assert_outcomes(passed=11)
-    result.stdout.fnmatch_lines(
-        ["*test_second.py::test_the_tests_ran_in_the_loops_of_their_scope PASSED*"]
-    )
-
-
-# --- Drivers: asyncpg by default, psycopg on request; the sync driver too -------------
-
-INNER_DRIVER_TEST = """
-    import pytest
-
-    pytestmark = pytest.mark.asyncio
-
-
-    async def test_the_async_driver_is_the_one_asked_for(async_db_session):
-        assert async_db_session.bind.dialect.driver == "{DRIVER}"
-        assert async_db_session.bind.engine.url.drivername == "postgresql+{DRIVER}"
-"""
-
-
-@pytest.mark.parametrize(
-    ("args", "driver"),
-    [((), "asyncpg"), (("--dbtoolkit-async-driver=psycopg",), "psycopg")],
-    ids=["default", "psycopg"],
-)
-def test_async_db_session_isolates_with_each_async_driver(
-    pytester: pytest.Pytester, args: tuple[str, ...], driver: str
-) -> None:
-    catalog_project(pytester, settings=FUNCTION_LOOP_SETTINGS)
-    pytester.makepyfile(
-        loops=INNER_LOOPS,
-        test_isolation=INNER_ASYNC_TESTS.replace("{MARK_ARGS}", ""),
-        test_driver=INNER_DRIVER_TEST.replace("{DRIVER}", driver),
-    )
-    result = run(pytester, "-v", *args)
-    result.assert_outcomes(passed=6)
-    result.stdout.fnmatch_lines(
-        ["*test_driver.py::test_the_async_driver_is_the_one_asked_for PASSED*"]
-    )
-
-
-INNER_SYNC_DRIVER_TESTS = """
-    import pytest
-    from sqlalchemy import func, select
-
-    from catalog_factories import BookFactory
-    from catalog_models import Author, Book
-
-
-    def counts(connectable):
-        return (
-            connectable.scalar(select(func.count()).select_from(Author)),
-            connectable.scalar(select(func.count()).select_from(Book)),
-        )
-
-
-    def test_the_driver_is_psycopg(db_session, engine):
-        assert db_session.get_bind().dialect.driver == "psycopg"
-        assert engine.dialect.driver == "psycopg"
-
-
-    @pytest.mark.parametrize("run", range(3))
-    def test_a_commit_is_undone(db_session, engine, seeded_authors, run):
-        assert counts(db_session) == (3, 0)
-        BookFactory.create_batch(2)
-        db_session.commit()
-        assert counts(db_session) == (5, 2)
-        with engine.connect() as fresh:
-            assert counts(fresh) == (0, 0)
-"""
-
-
-def test_db_session_isolates_with_the_psycopg_driver(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester, settings=FUNCTION_LOOP_SETTINGS)
-    pytester.makepyfile(test_sync_driver=INNER_SYNC_DRIVER_TESTS)
-    result = run(pytester, "-v", "--dbtoolkit-driver=psycopg")
-    result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["*test_sync_driver.py::test_the_driver_is_psycopg PASSED*"])
