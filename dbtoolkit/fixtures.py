@@ -302,7 +302,7 @@ def dbtoolkit_connection(
         state.connection = shared
         sandbox = state.sandbox
         if sandbox is not None:  # the application's engines join the test on it
-            sandbox.current[False] = (
+            sandbox.current = (
                 engine.dialect.driver,
                 lambda: (
                     None
@@ -321,7 +321,7 @@ def dbtoolkit_connection(
         finally:
             state.connection = None
             if sandbox is not None:
-                del sandbox.current[False]
+                sandbox.current = ("", lambda: None)
 
 
 @pytest.fixture

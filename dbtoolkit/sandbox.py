@@ -10,11 +10,11 @@ application writes, through ``Session(engine)``, a ``sessionmaker``,
 ``engine.begin()`` or ``engine.connect()``, from any thread, is therefore inside
 the test's transaction, seen by ``db_session`` and rolled back after the test.
 
-``Sandbox.current`` says which connection is the running test's: the shared sync
-connection, or the running async test's. When the test rolls back below an
-application transaction that is still open (a session that lives longer than a test),
-its savepoint is gone: it is opened again before that transaction's next statement,
-so the application goes on as if it had just begun.
+``Sandbox.current`` gives the running test's connection: the shared sync one, on
+which an async psycopg engine joins too (asyncpg's connection cannot be shared). When
+the test rolls back below an application transaction that is still open (a session
+that lives longer than a test), its savepoint is gone: it is opened again before that
+transaction's next statement, so the application goes on as if it had just begun.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ class Sandbox:
 
     def __init__(self, host: str, port: int, database: str) -> None:
         self.server, self.database = endpoint(host, port), database
-        # The running test's driver and DBAPI connection, sync and async (the connection
-        # is None while no test runs).
-        self.current: dict[bool, tuple[str, Callable[[], Any | None]]] = {}
+        # The driver and DBAPI connection of the shared sync connection tests run on
+        # (the connection is None while it is closed).
+        self.current: tuple[str, Callable[[], Any | None]] = ("", lambda: None)
         # Whether engines join now: while a test runs, not between tests.
         self.active: Callable[[], bool] = lambda: True
         # Told of every statement the application runs on the test's connection.
@@ -117,7 +117,7 @@ class Sandbox:
         # drops it (its close is a no-op) and connects anew, for real.
         if self.active():
             return
-        tests = [current() for _, current in self.current.values()]
+        tests = [self.current[1]()]
         if self._async is not None:
             tests.append(self._async[1])
         if any(dbapi_connection is test for test in tests):
@@ -129,35 +129,31 @@ class Sandbox:
         An async psycopg engine gets an async connection on the sync test connection's
         libpq connection (``create``: made now, in the application's event loop).
         """
-        sync_driver, sync = self.current.get(False, ("", lambda: None))
-        if dialect.is_async and True not in self.current:
-            raw = sync()
-            if raw is None:
+        driver, current = self.current
+        connection = current()
+        if dialect.is_async:
+            if connection is None:
                 return None
-            if dialect.driver != "psycopg" or sync_driver != "psycopg":
+            if dialect.driver != "psycopg" or driver != "psycopg":
                 if not create:
                     return None
                 raise ConfigError(
                     f"an async engine of the application reaches the test database with "
-                    f"{dialect.driver}; it joins the test's transaction through psycopg, whose "
-                    "async connection can share the test's (postgresql+psycopg, with "
-                    "dbtoolkit_driver = psycopg), or in a test that uses async_db_session "
-                    "(with dbtoolkit_async_driver naming its driver)"
+                    f"{dialect.driver}; it joins the test's transaction only through psycopg, "
+                    "whose async connection can share the test's: use postgresql+psycopg "
+                    "in the application's URL, with dbtoolkit_driver = psycopg"
                 )
-            if self._async is None or self._async[0] is not raw:
+            if self._async is None or self._async[0] is not connection:
                 if not create:
                     return None
-                self._async = raw, _share_psycopg(dialect, raw)
+                self._async = connection, _share_psycopg(dialect, connection)
             return self._async[1]
-        driver, current = self.current.get(dialect.is_async, ("", lambda: None))
-        connection = current()
         if connection is not None and create and dialect.driver != driver:
-            setting = "async_driver" if dialect.is_async else "driver"
             raise ConfigError(
                 f"an engine of the application reaches the test database with "
                 f"{dialect.driver}, but the test's connection uses {driver}, and one "
-                f"transaction cannot span both; set dbtoolkit_{setting} = {dialect.driver} "
-                f"(--dbtoolkit-{setting.replace('_', '-')})"
+                f"transaction cannot span both; set dbtoolkit_driver = {dialect.driver} "
+                "(--dbtoolkit-driver)"
             )
         return connection
 

@@ -123,9 +123,9 @@ def test_an_async_app_on_asyncpg_is_told_how_to_join(
     assert (
         result.outlines.count(
             "ConfigError: an async engine of the application reaches the test database with "
-            "asyncpg; it joins the test's transaction through psycopg, whose async connection can "
-            "share the test's (postgresql+psycopg, with dbtoolkit_driver = psycopg), or in a test "
-            "that uses async_db_session (with dbtoolkit_async_driver naming its driver)"
+            "asyncpg; it joins the test's transaction only through psycopg, whose async "
+            "connection can share the test's: use postgresql+psycopg in the application's URL, "
+            "with dbtoolkit_driver = psycopg"
         )
         == 4
     )
