@@ -42,6 +42,7 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.factories._pg import _pg_exe
 from sqlalchemy.engine import URL
 
+from dbtoolkit import reaper
 from dbtoolkit.errors import ServerError
 from dbtoolkit.guard import GUARD
 
@@ -181,10 +182,9 @@ def _installation_for(user: pwd.struct_passwd, pg_ctl: str, scratch: Path) -> st
     return str(scratch / package.name / installation.name / bindir.name / Path(pg_ctl).name)
 
 
-def _launcher(pg_ctl: str, user: pwd.struct_passwd, workdir: Path, in_dir: Path) -> str:
+def _launcher(pg_ctl: str, user: pwd.struct_passwd, workdir: Path, path: Path) -> str:
     # The launcher runs as root before it drops privileges, so it lives in a root-owned
     # directory the server's user cannot write to.
-    path = in_dir / "pg_ctl"
     path.write_text(
         _LAUNCHER.format(
             python=sys.executable,
@@ -347,6 +347,10 @@ def _save_copy(datadir: Path, destination: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
+# Where servers' working directories are: in RAM, or the default temporary directory.
+_SCRATCH_ROOTS = ("/dev/shm", tempfile.gettempdir())
+
+
 def _scratch_root() -> str | None:
     """A RAM-backed temporary directory when there is one with room, else the default."""
     try:
@@ -377,15 +381,24 @@ def running_server(
     directory, in RAM where the machine has a large enough /dev/shm.
     """
     os_user = service_user()
+    reaper.sweep(_SCRATCH_ROOTS)  # what killed runs left that their watchers did not remove
     with ExitStack() as cleanup:
         workdir = _private_dir("dbtoolkit-pg-", os_user, _scratch_root())
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        executable = pg_ctl
-        if os_user is not None:
+        data = workdir / "data"
+        if os_user is None:
+            cleanup.enter_context(reaper.watching(workdir, data, pg_ctl, [workdir]))
+            executable = pg_ctl
+        else:
+            # The record goes where the server's user cannot forge what root will run.
             root_dir = _private_dir("dbtoolkit-root-")
             cleanup.callback(shutil.rmtree, root_dir, ignore_errors=True)
+            launcher = root_dir / "pg_ctl"
+            cleanup.enter_context(
+                reaper.watching(root_dir, data, str(launcher), [workdir, root_dir])
+            )
             runnable = _installation_for(os_user, pg_ctl, root_dir)
-            executable = _launcher(runnable, os_user, workdir, root_dir)
+            executable = _launcher(runnable, os_user, workdir, launcher)
 
         version = binary_version(pg_ctl)
         keep_initdb = snapshot is None and save_initdb_to is not None
@@ -394,7 +407,7 @@ def running_server(
             executable=executable,
             host=host,
             port=port,
-            datadir=str(workdir / "data"),
+            datadir=str(data),
             unixsocketdir=str(workdir),
             logfile=str(workdir / "server.log"),
             startparams=startparams,
@@ -424,10 +437,10 @@ def running_server(
         )
         try:
             executor.start()
-            wait_until_accepting(server, workdir / "data")
+            wait_until_accepting(server, data)
         except (OSError, subprocess.SubprocessError, ExecutorError, psycopg2.Error) as exc:
             raise ServerError(_start_failure(pg_ctl, workdir, port, exc)) from None
-        local = LocalServer(server, workdir / "data")
+        local = LocalServer(server, data)
         if initdb_copy is not None and save_initdb_to is not None:
             local.saves.append((initdb_copy, save_initdb_to))
         cleanup.callback(local._save)
