@@ -11,7 +11,7 @@ dies (end of the pipe, or the pidfd turns readable). On a death it ``reap``s: ``
 stop -m immediate``, then the directories go. What even the watcher could not clean up
 (a reboot, a kill before the watcher started) is ``sweep``-ed by the next run that
 starts a server: a record whose owner is no longer alive is reaped, any other is left
-alone. ``interrupt_on_sigterm`` makes SIGTERM end pytest as Ctrl-C does, so a run that
+alone. ``SigtermAsInterrupt`` makes SIGTERM end pytest as Ctrl-C does, so a run that
 is merely terminated tears down as usual.
 
 It imports nothing outside the standard library, so that the watcher starts quickly.
@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -49,16 +49,19 @@ def enabled() -> bool:
 
 
 def start_time(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks after boot), None if there is none.
+    """The start time of process ``pid`` (clock ticks after boot), None if it is not alive.
 
     With the pid it names one process: a pid reused after its owner died has another.
+    A zombie, dead but not yet waited for by its parent, is not alive.
     """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # The command name, in parentheses, may hold spaces; field 22 is the start time.
-    return stat.rsplit(")", 1)[1].split()[19]
+    # The command name, in parentheses, may hold spaces; then come the state (field 3)
+    # and, as field 22, the start time.
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in "ZXx" else fields[19]
 
 
 @contextlib.contextmanager
@@ -82,22 +85,24 @@ def watching(home: Path, data: Path, pg_ctl: str, remove: Iterable[Path]) -> Ite
     partial = home / (RECORD + ".partial")
     partial.write_text(json.dumps(record))
     partial.rename(home / RECORD)  # whole or not at all
-    done = _start_watcher(home) if enabled() else None
+    watcher = _start_watcher(home) if enabled() else None
     try:
         yield
     finally:
         reap(record)  # the server is stopped by now, unless its start or stop failed
-        if done is not None:
+        if watcher is not None:
+            process, done = watcher
             with contextlib.suppress(OSError):  # a watcher already gone has nothing to do
                 os.write(done, _DONE)
             os.close(done)
+            process.wait()
 
 
-def _start_watcher(home: Path) -> int:
-    """Start the watcher of the record in ``home``; return the write end of its pipe."""
+def _start_watcher(home: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the watcher of the record in ``home``; return it and its pipe's write end."""
     read, write = os.pipe()  # neither end is inherited by other children
     try:
-        subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-IS", __file__, str(home), str(read)],
             pass_fds=(read,),
             start_new_session=True,
@@ -108,7 +113,7 @@ def _start_watcher(home: Path) -> int:
         )
     finally:
         os.close(read)
-    return write
+    return process, write
 
 
 def _watch(home: Path, pipe: int) -> None:
@@ -196,27 +201,31 @@ class Terminated(KeyboardInterrupt):
     """pytest received SIGTERM: it stops as on Ctrl-C, so teardown runs."""
 
 
-def interrupt_on_sigterm() -> Callable[[], bool] | None:
-    """Make SIGTERM raise ``Terminated`` in the main thread, until the returned function.
+# The exit status of a run that SIGTERM ended, as a shell reports a process it killed.
+TERMINATED = 128 + signal.SIGTERM
 
-    That function restores the previous handler and says whether SIGTERM came. None
-    where no handler can be set (not the main thread) or with ``DBTOOLKIT_REAPER=off``.
-    """
-    if threading.current_thread() is not threading.main_thread() or not enabled():
-        return None
-    received = []
 
-    def terminate(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        raise Terminated(f"pytest received signal {signal.Signals(signum).name}")
+class SigtermAsInterrupt:
+    """While installed, SIGTERM raises ``Terminated`` in the main thread, as Ctrl-C would."""
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
 
-    def restore() -> bool:
-        signal.signal(signal.SIGTERM, previous)
-        return bool(received)
+    def install(self) -> None:
+        """Handle SIGTERM, unless not in the main thread or with ``DBTOOLKIT_REAPER=off``."""
+        if threading.current_thread() is threading.main_thread() and enabled():
+            self._previous = signal.signal(signal.SIGTERM, self._interrupt)
 
-    return restore
+    def restore(self) -> None:
+        """Give SIGTERM back the handler it had before ``install``."""
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+        raise Terminated("pytest received SIGTERM")
 
 
 if __name__ == "__main__":

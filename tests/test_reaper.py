@@ -1,0 +1,266 @@
+"""A killed run leaves nothing behind: its server is stopped and its files removed.
+
+Each kill test starts a real run of the catalog project in a subprocess (a session of
+its own, so that its process group can be killed), waits until its test is running,
+kills it, and then waits for the server's processes and directories to be gone.
+With ``DBTOOLKIT_REAPER=off`` the same check fails: what it checks is the reaper's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+from catalog import catalog_project
+
+from dbtoolkit import reaper
+
+# The issue's bar: from the kill to a clean machine.
+LIMIT = 5.0
+ROOTS = ("/dev/shm", tempfile.gettempdir())
+
+HANGING_TEST = """
+import os
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+
+def {name}(db_session):
+    marker = Path(os.environ["REAPER_MARKER"])
+    partial = marker.with_suffix(".partial" + str(os.getpid()))
+    partial.write_text(db_session.scalar(text("SHOW data_directory")))
+    partial.rename(marker)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One pytest cache for the inner runs: the catalog's template is migrated once."""
+    return tmp_path_factory.mktemp("reaper-cache")
+
+
+class Run:
+    """A run of the catalog project in a subprocess, in a session of its own."""
+
+    def __init__(self, pytester: pytest.Pytester, cache: Path, *args: str, reaper_on: bool):
+        self.marker = pytester.path / "running"
+        self.marker.unlink(missing_ok=True)
+        env = {**os.environ, "REAPER_MARKER": str(self.marker)}
+        env.pop("PYTEST_ADDOPTS", None)
+        if not reaper_on:
+            env[reaper.SWITCH] = "off"
+        self.output = pytester.path / "output.txt"
+        with self.output.open("w") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-pno:randomly", f"-ocache_dir={cache}", *args],
+                cwd=pytester.path,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def data_directory(self) -> Path:
+        """Wait until a test runs; return its server's data directory."""
+        deadline = time.monotonic() + 120
+        while not self.marker.exists():
+            assert self.process.poll() is None, self.output.read_text()
+            assert time.monotonic() < deadline, "no test started"
+            time.sleep(0.05)
+        return Path(self.marker.read_text())
+
+    def end(self) -> None:
+        """Kill whatever is left of the run (xdist workers of a killed controller)."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def start(pytester: pytest.Pytester, shared_cache: Path) -> Iterator[Callable[..., Run]]:
+    catalog_project(pytester)
+    pytester.makepyfile(
+        test_hang=HANGING_TEST.format(name="test_one") + HANGING_TEST.format(name="test_two")
+    )
+    runs: list[Run] = []
+
+    def started(*args: str, reaper_on: bool = True) -> Run:
+        runs.append(Run(pytester, shared_cache, *args, reaper_on=reaper_on))
+        return runs[-1]
+
+    yield started
+    for run in runs:
+        run.end()
+    reaper.sweep(ROOTS)  # what the runs without a reaper left
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting for its parent does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def postmaster(data: Path) -> int:
+    return int((data / "postmaster.pid").read_text().split()[0])
+
+
+def server_processes(data: Path) -> set[int]:
+    """The postmaster of ``data`` and its children."""
+    postmaster_pid = postmaster(data)
+    children = set()
+    for entry in Path("/proc").iterdir():
+        with suppress(OSError, ValueError, IndexError):
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster_pid:
+                children.add(int(entry.name))
+    return {postmaster_pid, *children}
+
+
+def records_of(data: Path) -> list[Path]:
+    """The reaper's records that name ``data``."""
+    found = []
+    for root in ROOTS:
+        for record in Path(root).glob(f"{reaper.HOME_PREFIX}*/{reaper.RECORD}"):
+            with suppress(OSError, ValueError):
+                if json.loads(record.read_text())["data"] == str(data):
+                    found.append(record)
+    return found
+
+
+def left_after(data: Path, processes: set[int], limit: float) -> tuple[list[str], float]:
+    """What is left of the server on ``data`` once clean or after ``limit``; the time taken."""
+    started = time.monotonic()
+    while True:
+        left = [f"process {pid}" for pid in sorted(processes) if alive(pid)]
+        left += [str(path) for path in (data.parent, *records_of(data)) if path.exists()]
+        waited = time.monotonic() - started
+        if not left or waited > limit:
+            return left, waited
+        time.sleep(0.02)
+
+
+def kill(run: Run, mode: str) -> None:
+    if mode == "SIGTERM":
+        os.kill(run.process.pid, signal.SIGTERM)
+    elif mode == "SIGKILL of the process group":
+        os.killpg(run.process.pid, signal.SIGKILL)
+    else:
+        os.kill(run.process.pid, signal.SIGKILL)
+
+
+MODES = {
+    "SIGTERM": (),
+    "SIGKILL of pytest": (),
+    "SIGKILL of the process group": (),
+    "SIGKILL of the xdist controller": ("-n", "2"),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reaper_on", [True, False], ids=["reaper", "no reaper"])
+def test_a_killed_run_leaves_no_server_and_no_files(
+    start, mode: str, reaper_on: bool, record_property
+) -> None:
+    run = start(*MODES[mode], reaper_on=reaper_on)
+    data = run.data_directory()
+    processes = server_processes(data)
+    assert records_of(data)
+
+    kill(run, mode.removesuffix(" of the xdist controller"))
+    left, waited = left_after(data, processes, limit=LIMIT)
+    record_property("seconds from the kill to a clean machine", round(waited, 2))
+    if reaper_on:
+        assert not left, f"left {waited:.1f} s after the kill: {left}"
+        if mode.startswith("SIGTERM"):
+            assert run.process.wait(timeout=60) == reaper.TERMINATED
+            assert "Terminated: pytest received SIGTERM" in run.output.read_text()
+        return
+    # Without the reaper, the server runs on; the next run's sweep removes it.
+    assert alive(postmaster(data))
+    reaper.sweep(ROOTS)
+    assert not left_after(data, processes, limit=LIMIT)[0]
+
+
+def test_the_next_run_stops_and_removes_a_killed_runs_server(start) -> None:
+    killed = start(reaper_on=False)
+    data = killed.data_directory()
+    processes = server_processes(data)
+    kill(killed, "SIGKILL of pytest")
+    killed.process.wait()
+    assert alive(postmaster(data))
+
+    start("-k", "test_one").data_directory()  # it started a server, sweeping first
+    left, waited = left_after(data, processes, limit=LIMIT)
+    assert not left, f"left {waited:.1f} s after the next run started: {left}"
+
+
+def test_a_live_runs_server_is_never_swept(start) -> None:
+    live = start(reaper_on=False)
+    data = live.data_directory()
+
+    swept = reaper.sweep(ROOTS)
+    assert not {data.parent, *(record.parent for record in records_of(data))} & set(swept)
+    assert alive(postmaster(data))
+    assert data.is_dir()
+    assert records_of(data)
+
+
+# --- The records, in-process --------------------------------------------------------
+
+
+def write_record(home: Path, pid: int, start: str | None) -> Path:
+    data = home / "data"
+    data.mkdir(parents=True)
+    record = {"pid": pid, "start": start, "pg_ctl": "/no/pg_ctl", "data": str(data)}
+    (home / reaper.RECORD).write_text(json.dumps({**record, "remove": [str(home)]}))
+    return home
+
+
+def test_sweep_removes_what_dead_owners_left_and_nothing_else(tmp_path: Path) -> None:
+    me = os.getpid()
+    live = write_record(tmp_path / "dbtoolkit-pg-live", me, reaper.start_time(me))
+    reused = write_record(tmp_path / "dbtoolkit-pg-reused", me, "1")  # the pid, another start
+    dead = write_record(tmp_path / "dbtoolkit-pg-dead", 2**22 + 1, "1")  # above pid_max
+    unrecorded = tmp_path / "dbtoolkit-pg-unrecorded"
+    (unrecorded / "data").mkdir(parents=True)
+    foreign = write_record(tmp_path / "dbtoolkit-pg-foreign", 2**22 + 1, "1")
+    foreign.chmod(0o777)  # another user could have written its record
+
+    assert sorted(reaper.sweep([str(tmp_path)])) == [dead, reused]
+    assert [path.exists() for path in (live, unrecorded, foreign, dead, reused)] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_sigterm_is_handled_during_the_run_and_given_back_after(pytester: pytest.Pytester) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(
+        """
+        import signal
+
+        def test_handled():
+            handler = signal.getsignal(signal.SIGTERM)
+            assert type(handler.__self__).__name__ == "SigtermAsInterrupt"
+        """
+    )
+    pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(passed=1)
+    assert signal.getsignal(signal.SIGTERM) is before
