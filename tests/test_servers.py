@@ -26,6 +26,7 @@ from port_for import select_random
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
+from dbtoolkit import schema
 from dbtoolkit.schema import MARK
 from dbtoolkit.server import find_pg_ctl, postgresql_config, running_server
 
@@ -191,6 +192,24 @@ def test_a_killed_runs_databases_are_dropped_by_the_next_run(pytester):
     result = run(pytester, f"--dbtoolkit-url={SERVER}", "test_catalog.py")
     result.assert_outcomes(passed=2)
     assert not (dbtoolkit_databases() & left)
+
+
+def test_a_runs_database_killed_before_its_mark_is_dropped_unless_the_run_lives():
+    # A kill between CREATE DATABASE and COMMENT ON DATABASE leaves a database without
+    # the mark; its name, a run's, is enough, with the run's lock free.
+    dead, live = (f"dbtoolkit_{uuid.uuid4().hex[:12]}_main" for _ in range(2))
+    not_a_run = f"dbtoolkit_{uuid.uuid4().hex[:8]}_main"
+    for name in (dead, live, not_a_run):
+        admin(f'CREATE DATABASE "{name}"')
+    try:
+        with schema.run_lock(EXISTING_SERVER, live.split("_")[1]):
+            dropped = schema.drop_abandoned(EXISTING_SERVER)
+        assert dead in dropped
+        assert live not in dropped
+        assert not_a_run not in dropped
+    finally:
+        for name in (dead, live, not_a_run):
+            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_a_database_named_as_a_test_one_is_used_as_it_is(pytester, test_named_database):
