@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -271,6 +272,20 @@ class _Executor(PostgreSQLExecutor):
         if self.owner is not None:
             os.lchown(destination, self.owner.pw_uid, self.owner.pw_gid)
 
+    def _run_initdb(self, command: list[str]) -> None:
+        # As pytest-postgresql's, but with initdb's messages kept for the error.
+        try:
+            subprocess.run(
+                command,
+                env=self._initdb_env(),
+                timeout=self._timeout,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutExpired(self, self._timeout) from exc
+
     def _initdb(self) -> None:
         # 1 MB WAL segments (not 16) keep the saved data directory half the size. The
         # password file must be readable by the server's user, so it goes in the
@@ -458,16 +473,33 @@ def _let_pg_ctl_finish(executor: _Executor) -> None:
 
 
 def _start_failure(pg_ctl: str, workdir: Path, port: int, exc: Exception) -> str:
-    log = workdir / "server.log"
-    last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+    """One line: why the server did not start, from its own words, and what to do."""
     if isinstance(exc, AlreadyRunning):
-        detail = f"port {port} is already in use"
+        return (
+            f"could not start PostgreSQL with {pg_ctl}: port {port} is already in use; stop "
+            "what listens there or choose another --postgresql-port (unset, each run takes a "
+            "free one)"
+        )
+    log = workdir / "server.log"
+    said = log.read_text(errors="replace") if log.exists() else ""
+    if isinstance(exc, subprocess.CalledProcessError):  # initdb's own messages
+        said += f"\n{exc.stderr or ''}"
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    # From the first error, without the log line's time and process id.
+    errors = [line[found.start() :] for line in lines if (found := _ERROR_WORDS.search(line))]
+    detail = (errors or lines[-1:] or str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "No space left on device" in said:
+        where = "/dev/shm" if "shared memory" in detail else str(workdir.parent)
+        fix = f"{where} is full: free space there (df -h {where})"
+    elif "Address already in use" in said:
+        fix = f"another process took port {port}: run again, or choose --postgresql-port"
     else:
-        detail = last[0] if last else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return (
-        f"could not start PostgreSQL with {pg_ctl}: {detail}; check the binary "
-        "(--postgresql-exec) and the port (--postgresql-port)"
-    )
+        fix = "check the binary (--postgresql-exec) and the port (--postgresql-port)"
+    return f"could not start PostgreSQL with {pg_ctl}: {detail}; {fix}"
+
+
+# The lines of the server's or initdb's output that say what went wrong.
+_ERROR_WORDS = re.compile(r"FATAL:|PANIC:|ERROR:|error:")
 
 
 def _connect_args(url: URL) -> dict[str, Any]:

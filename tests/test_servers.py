@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +28,8 @@ from port_for import select_random
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from dbtoolkit import schema
+from dbtoolkit import schema, server
+from dbtoolkit.errors import ServerError
 from dbtoolkit.schema import MARK
 from dbtoolkit.server import find_pg_ctl, postgresql_config, running_server
 
@@ -465,7 +468,8 @@ def test_a_port_in_use_is_one_error(pytester):
     result.stdout.fnmatch_lines(
         [
             f"ServerError: could not start PostgreSQL with */pg_ctl: port {port} is already in "
-            "use; check the binary (--postgresql-exec) and the port (--postgresql-port)"
+            "use; stop what listens there or choose another --postgresql-port (unset, each run "
+            "takes a free one)"
         ]
     )
 
@@ -481,6 +485,57 @@ def test_a_server_that_fails_to_start_says_why(pytester):
             "port (--postgresql-port)"
         ]
     )
+
+
+@pytest.fixture
+def full_disk() -> Iterator[Path]:
+    """A 1 MB file system, where the server's user may go (pytest's temporary ones are private)."""
+    tiny = Path(tempfile.mkdtemp(prefix="dbtoolkit-test-full-"))
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(tiny)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+        tiny.rmdir()
+        pytest.skip("mounting a 1 MB tmpfs needs root")
+    yield tiny
+    subprocess.run(["umount", str(tiny)], check=True)
+    tiny.rmdir()
+
+
+def test_a_full_disk_is_named_with_the_fix(full_disk, pytestconfig, monkeypatch):
+    tiny = full_disk
+    pg_ctl = find_pg_ctl(postgresql_config(pytestconfig))
+    monkeypatch.setattr(server, "_scratch_root", lambda: str(tiny))
+    with (
+        pytest.raises(ServerError) as error,
+        running_server(
+            pg_ctl, host="127.0.0.1", port=select_random(), user="postgres", password=None
+        ),
+    ):
+        pass
+    assert re.fullmatch(
+        rf"could not start PostgreSQL with {re.escape(pg_ctl)}: FATAL:  could not write to "
+        rf'file "[^"]+": No space left on device; {tiny} is full: free space there '
+        rf"\(df -h {tiny}\)",
+        str(error.value),
+    ), error.value
+
+
+def test_a_server_that_started_but_failed_its_check_is_stopped(tmp_path, pytestconfig):
+    # Its data directory lacks every database: it runs but refuses connections to
+    # "postgres". Left running, it kept the port, and the retry failed.
+    pg_ctl = find_pg_ctl(postgresql_config(pytestconfig))
+    port = select_random()
+    server_args = {"host": "127.0.0.1", "port": port, "user": "postgres", "password": None}
+    with running_server(pg_ctl, **server_args) as local:
+        local.save_on_stop(tmp_path / "saved")
+    shutil.rmtree(tmp_path / "saved" / "data" / "base")
+    damaged = tmp_path / "saved" / "data"
+    with (
+        pytest.raises(ServerError, match='database "postgres" does not exist'),
+        running_server(pg_ctl, snapshot=damaged, **server_args),
+    ):
+        pass
+    with running_server(pg_ctl, **server_args) as local:
+        assert admin("SELECT 1", local.server.url()) == [(1,)]
 
 
 def test_a_server_stopped_right_after_it_started_leaves_no_complaint(capfd, pytestconfig):
