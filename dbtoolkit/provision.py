@@ -270,7 +270,7 @@ def _local_server_and_template(
     # Keep initdb's result too once the migrations have changed since a saved run: they
     # will change again. A first run (a CI job) does not pay for saving it.
     changed = cache_root is not None and any(
-        entry.parent.name != key for entry in cache_root.glob("*/data")
+        entry.parent.name != key for entry in cache.saved(cache_root)
     )
 
     def start(snapshot: Path | None) -> AbstractContextManager[LocalServer]:

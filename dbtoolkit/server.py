@@ -43,7 +43,7 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.factories._pg import _pg_exe
 from sqlalchemy.engine import URL
 
-from dbtoolkit import reaper
+from dbtoolkit import cache, reaper
 from dbtoolkit.errors import ServerError
 from dbtoolkit.guard import GUARD
 
@@ -352,7 +352,7 @@ def _save_copy(datadir: Path, destination: Path) -> None:
     if destination.exists():
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=destination.parent))
+    partial = Path(tempfile.mkdtemp(prefix=cache.partial_prefix(), dir=destination.parent))
     try:
         shutil.copytree(datadir, partial / "data", symlinks=True)
         partial.rename(destination)
