@@ -188,7 +188,7 @@ def test_a_killed_run_leaves_no_server_and_no_files(start, mode: str, reaper_on:
 
     kill(run, mode.removesuffix(" of the xdist controller"))
     left, waited = left_after(data, processes, limit=LIMIT)
-    print(f"{mode}: {waited:.2f} s from the kill to a clean machine")  # shown by -rP
+    print(f"{mode}, reaper {reaper_on}: {waited:.2f} s from the kill to a clean machine")  # -rP
     if reaper_on:
         assert not left, f"left {waited:.1f} s after the kill: {left}"
         if mode.startswith("SIGTERM"):
