@@ -519,6 +519,22 @@ def test_a_full_disk_is_named_with_the_fix(full_disk, pytestconfig, monkeypatch)
     ), error.value
 
 
+def test_a_port_taken_between_choosing_and_binding_is_named(pytestconfig):
+    pg_ctl = find_pg_ctl(postgresql_config(pytestconfig))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # not listening: the port looks free until the server binds
+        port = taken.getsockname()[1]
+        with (
+            pytest.raises(ServerError) as error,
+            running_server(pg_ctl, host="127.0.0.1", port=port, user="postgres", password=None),
+        ):
+            pass
+    assert str(error.value) == (
+        f"could not start PostgreSQL with {pg_ctl}: FATAL:  could not create any TCP/IP "
+        f"sockets; another process took port {port}: run again, or choose --postgresql-port"
+    )
+
+
 def test_a_server_that_started_but_failed_its_check_is_stopped(tmp_path, pytestconfig):
     # Its data directory lacks every database: it runs but refuses connections to
     # "postgres". Left running, it kept the port, and the retry failed.
