@@ -537,7 +537,8 @@ def test_a_port_taken_between_choosing_and_binding_is_named(pytestconfig):
 
 def test_a_server_that_started_but_failed_its_check_is_stopped(tmp_path, pytestconfig):
     # Its data directory lacks every database: it runs but refuses connections to
-    # "postgres". Left running, it kept the port, and the retry failed.
+    # "postgres" (or, on a loaded machine, may end while still starting up). Left
+    # running, it kept the port, and the retry failed.
     pg_ctl = find_pg_ctl(postgresql_config(pytestconfig))
     port = select_random()
     server_args = {"host": "127.0.0.1", "port": port, "user": "postgres", "password": None}
@@ -546,7 +547,7 @@ def test_a_server_that_started_but_failed_its_check_is_stopped(tmp_path, pytestc
     shutil.rmtree(tmp_path / "saved" / "data" / "base")
     damaged = tmp_path / "saved" / "data"
     with (
-        pytest.raises(ServerError, match='database "postgres" does not exist'),
+        pytest.raises(ServerError, match=r"does not exist|starting up"),
         running_server(pg_ctl, snapshot=damaged, **server_args),
     ):
         pass
