@@ -54,10 +54,12 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Run:
     """A run of the catalog project in a subprocess, in a session of its own."""
 
-    def __init__(self, pytester: pytest.Pytester, cache: Path, *args: str, reaper_on: bool):
+    def __init__(
+        self, pytester: pytest.Pytester, cache: Path, *args: str, reaper_on: bool, **env: str
+    ):
         name = f"run-{len(list(pytester.path.glob('run-*.txt')))}"
         self.marker = pytester.path / f"{name}.running"
-        env = {**os.environ, "REAPER_MARKER": str(self.marker)}
+        env = {**os.environ, **env, "REAPER_MARKER": str(self.marker)}
         env.pop("PYTEST_ADDOPTS", None)
         if not reaper_on:
             env[reaper.SWITCH] = "off"
@@ -96,8 +98,8 @@ def start(pytester: pytest.Pytester, shared_cache: Path) -> Iterator[Callable[..
     )
     runs: list[Run] = []
 
-    def started(*args: str, reaper_on: bool = True) -> Run:
-        runs.append(Run(pytester, shared_cache, *args, reaper_on=reaper_on))
+    def started(*args: str, reaper_on: bool = True, **env: str) -> Run:
+        runs.append(Run(pytester, shared_cache, *args, reaper_on=reaper_on, **env))
         return runs[-1]
 
     yield started
@@ -199,6 +201,33 @@ def test_a_killed_run_leaves_no_server_and_no_files(start, mode: str, reaper_on:
     assert alive(postmaster(data))
     reaper.sweep(ROOTS)
     assert not left_after(data, processes, limit=LIMIT)[0]
+
+
+# The catalog's last revision, when REAPER_HANG is set: says where its server's data
+# is, and waits to be killed.
+HANGING_MIGRATION = (
+    'import os, pathlib, time; marker = pathlib.Path(os.environ["REAPER_MARKER"]); '
+    'partial = marker.with_suffix(".partial"); '
+    'partial.write_text(op.get_bind().exec_driver_sql("SHOW data_directory").scalar()); '
+    'partial.rename(marker); time.sleep(120 if os.environ.get("REAPER_HANG") else 0)'
+)
+
+
+def test_a_run_killed_during_its_migrations_leaves_nothing_and_the_next_is_green(
+    start, pytester
+) -> None:
+    catalog_project(pytester, second_revision=HANGING_MIGRATION)
+    pytester.makepyfile(test_quick="def test_quick(db_session):\n    pass\n")
+    killed = start("test_quick.py", REAPER_HANG="1")
+    data = killed.data_directory()
+    processes = server_processes(data)
+    kill(killed, "SIGKILL of the process group")
+    left, waited = left_after(data, processes, limit=LIMIT)
+    assert not left, f"left {waited:.1f} s after the kill: {left}"
+
+    next_run = start("test_quick.py")
+    assert next_run.process.wait(timeout=120) == 0, next_run.output.read_text()
+    assert "1 passed" in next_run.output.read_text()
 
 
 def test_the_next_run_stops_a_killed_runs_server_and_never_a_live_one(start) -> None:
