@@ -74,17 +74,7 @@ def watching(home: Path, data: Path, pg_ctl: str, remove: Iterable[Path]) -> Ite
     ``home`` and ``data``) is removed, as the watcher would, and the watcher told that
     nothing is left to do.
     """
-    pid = os.getpid()
-    record = {
-        "pid": pid,
-        "start": start_time(pid),
-        "pg_ctl": pg_ctl,
-        "data": str(data),
-        "remove": [str(path) for path in remove],
-    }
-    partial = home / (RECORD + ".partial")
-    partial.write_text(json.dumps(record))
-    partial.rename(home / RECORD)  # whole or not at all
+    record = write_record(home, remove, data=data, pg_ctl=pg_ctl)
     watcher = _start_watcher(home) if enabled() else None
     try:
         yield
@@ -96,6 +86,27 @@ def watching(home: Path, data: Path, pg_ctl: str, remove: Iterable[Path]) -> Ite
                 os.write(done, _DONE)
             os.close(done)
             process.wait()
+
+
+def write_record(
+    home: Path, remove: Iterable[Path], data: Path | None = None, pg_ctl: str | None = None
+) -> dict[str, Any]:
+    """Record this process as the owner of ``remove`` (and of the server on ``data``).
+
+    Once this process is dead, ``sweep`` stops that server and removes them.
+    """
+    pid = os.getpid()
+    record = {
+        "pid": pid,
+        "start": start_time(pid),
+        "pg_ctl": pg_ctl,
+        "data": str(data) if data else None,
+        "remove": [str(path) for path in remove],
+    }
+    partial = home / (RECORD + ".partial")
+    partial.write_text(json.dumps(record))
+    partial.rename(home / RECORD)  # whole or not at all
+    return record
 
 
 def _start_watcher(home: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -153,11 +164,11 @@ def _record(home: Path) -> dict[str, Any] | None:
 
 def reap(record: dict[str, Any]) -> None:
     """Stop the recorded server at once, if it still runs, and remove its directories."""
-    data = Path(record["data"])
-    if _postmaster(data) is not None:
+    data = record["data"]
+    if data and _postmaster(Path(data)) is not None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(
-                [record["pg_ctl"], "stop", "-D", str(data), "-m", "immediate"],
+                [record["pg_ctl"], "stop", "-D", data, "-m", "immediate"],
                 capture_output=True,
                 timeout=60,
                 check=False,

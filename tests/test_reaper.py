@@ -266,12 +266,18 @@ def test_sweep_removes_what_dead_owners_left_and_nothing_else(tmp_path: Path) ->
     (unrecorded / "data").mkdir(parents=True)
     foreign = write_record(tmp_path / "dbtoolkit-pg-foreign", 2**22 + 1, "1")
     foreign.chmod(0o777)  # another user could have written its record
+    handoff = tmp_path / "dbtoolkit-xdist-dead"  # an xdist controller's: no server
+    handoff.mkdir()
+    reaper.write_record(handoff, [handoff])
+    record = json.loads((handoff / reaper.RECORD).read_text())
+    (handoff / reaper.RECORD).write_text(json.dumps({**record, "pid": 2**22 + 1}))
 
-    assert sorted(reaper.sweep([str(tmp_path)])) == [dead, reused]
-    assert [path.exists() for path in (live, unrecorded, foreign, dead, reused)] == [
+    assert sorted(reaper.sweep([str(tmp_path)])) == [dead, reused, handoff]
+    assert [path.exists() for path in (live, unrecorded, foreign, dead, reused, handoff)] == [
         True,
         True,
         True,
+        False,
         False,
         False,
     ]
