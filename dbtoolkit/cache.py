@@ -18,12 +18,15 @@ key (``passed``, ``record_pass``); with them on, a run after a change starts fro
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import coerce_resource_to_filename
+
+from dbtoolkit import reaper
 
 # Bump when what an entry holds changes meaning.
 FORMAT = "2"  # 2: the template carries the leak watch
@@ -33,6 +36,8 @@ KEEP = 3
 
 # Where the initialised (not yet migrated) data directories are saved, under the root.
 INITDB = "initdb"
+# An entry is copied under this prefix, with its owner's pid and start time, then renamed.
+PARTIAL = ".partial-"
 
 
 def cluster_key(pg_ctl: str, version: str, user: str, password: str | None) -> str:
@@ -76,22 +81,37 @@ def lookup(root: Path, entry_key: str) -> Path | None:
     return data if (data / "PG_VERSION").is_file() else None
 
 
+def saved(root: Path) -> list[Path]:
+    """The saved data directories under ``root``, not those still (or forever) being copied."""
+    return [data for data in root.glob("*/data") if not data.parent.name.startswith(".")]
+
+
+def partial_prefix() -> str:
+    """The name prefix of an entry being copied into place by this process."""
+    return f"{PARTIAL}{os.getpid()}-{reaper.start_time(os.getpid())}-"
+
+
 def newest(root: Path, other_than: str) -> Path | None:
     """The most recently saved migrated data directory of a key other than ``other_than``."""
-    entries = [data for data in root.glob("*/data") if data.parent.name != other_than]
+    entries = [data for data in saved(root) if data.parent.name != other_than]
     complete = [data for data in entries if (data / "PG_VERSION").is_file()]
     return max(complete, key=lambda data: data.stat().st_mtime, default=None)
 
 
 def destination(root: Path, entry_key: str) -> Path:
-    """Where to save the entry of ``entry_key``; prunes all but the newest entries."""
+    """Where to save the entry of ``entry_key``; prunes all but the newest entries.
+
+    And the copies that a killed run left half made.
+    """
     entries = sorted(
-        (path for path in root.glob("*") if (path / "data").is_dir()),
-        key=lambda path: path.stat().st_mtime,
-        reverse=True,
+        (data.parent for data in saved(root)), key=lambda path: path.stat().st_mtime, reverse=True
     )
     for old in entries[KEEP - 1 :]:
         shutil.rmtree(old, ignore_errors=True)
+    for partial in root.glob(PARTIAL + "*"):
+        pid, start, *_ = [*partial.name.removeprefix(PARTIAL).split("-"), "", ""]
+        if pid.isdigit() and reaper.start_time(int(pid)) != start:
+            shutil.rmtree(partial, ignore_errors=True)
     return root / entry_key
 
 

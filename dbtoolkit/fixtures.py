@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from dbtoolkit import isolation, leaks, migrations, provision, queries, seeding
+from dbtoolkit import isolation, leaks, migrations, provision, queries, reaper, seeding
 from dbtoolkit.errors import ConfigError
 from dbtoolkit.guard import GUARD, Guard
 from dbtoolkit.sandbox import Sandbox, own
@@ -52,6 +52,7 @@ class RunState:
     fixture_layers: list[seeding.LayerKey] = field(default_factory=list)
     history: migrations.History | None = None  # the Alembic history, read once when needed
     checks: migrations.Plan | None = None  # what the migration checks have to do
+    sigterm: reaper.SigtermAsInterrupt = field(default_factory=reaper.SigtermAsInterrupt)
     _own_databases: Iterator[int] = field(default_factory=itertools.count)
     _guard_before: tuple[Any, str] | None = None
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dbtoolkit import collect, leaks, schema, seeding
+from dbtoolkit import collect, leaks, reaper, schema, seeding
 from dbtoolkit.errors import ConfigError, DbtoolkitError, LeakWarning
 from dbtoolkit.fixtures import (  # noqa: F401 (registered as the plugin's fixtures)
     STATE,
@@ -119,7 +119,8 @@ def pytest_configure(config: pytest.Config) -> None:
             pg = postgresql_config(config)
             place = Place.plan(settings, pg, shared["run"], workerinput["workerid"], shared["port"])
             _export(place.environment(settings.env))
-    config.stash[STATE] = RunState(settings, factories, place, handoff)
+    config.stash[STATE] = state = RunState(settings, factories, place, handoff)
+    state.sigterm.install()  # SIGTERM ends the run as Ctrl-C does: teardown runs
     if workerinput is None and config.getoption("dist", "no") != "no":
         os.environ[XDIST_PLACE] = json.dumps([place.run, place.port])
         config.pluginmanager.register(_XdistController(config), "dbtoolkit-xdist-controller")
@@ -132,6 +133,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """
     if STATE in config.stash:
         config.stash[STATE].unblock()
+        config.stash[STATE].sigterm.restore()
     if EARLY in config.stash:
         for name, value in config.stash[EARLY][2].items():
             if value is None:
@@ -139,6 +141,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             else:
                 os.environ[name] = value
     os.environ.pop(XDIST_PLACE, None)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A run that SIGTERM ended exits with the status a shell gives a terminated process."""
+    state = session.config.stash.get(STATE, None)
+    if state is not None and state.sigterm.received:
+        session.exitstatus = reaper.TERMINATED
 
 
 class _XdistController:

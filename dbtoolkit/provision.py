@@ -24,7 +24,7 @@ from port_for import get_port
 from pytest_postgresql.config import PostgreSQLConfig
 from sqlalchemy.engine import URL
 
-from dbtoolkit import cache, errors, leaks, schema
+from dbtoolkit import cache, errors, leaks, reaper, schema
 from dbtoolkit.errors import ConfigError, DbtoolkitError, ServerError
 from dbtoolkit.guard import Boundary, endpoint
 from dbtoolkit.server import (
@@ -194,8 +194,13 @@ class Handoff:
 
     @classmethod
     def create(cls) -> Handoff:
-        """A new handoff, in a directory of its own (the controller's side)."""
-        return cls(Path(tempfile.mkdtemp(prefix="dbtoolkit-xdist-")))
+        """A new handoff, in a directory of its own (the controller's side).
+
+        Recorded as the controller's, so that a run started after a kill removes it.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="dbtoolkit-xdist-"))
+        reaper.write_record(directory, [directory])
+        return cls(directory)
 
     def ask(self, worker: str) -> None:
         """Say that ``worker``'s tests need the database (a worker's side)."""
@@ -270,7 +275,7 @@ def _local_server_and_template(
     # Keep initdb's result too once the migrations have changed since a saved run: they
     # will change again. A first run (a CI job) does not pay for saving it.
     changed = cache_root is not None and any(
-        entry.parent.name != key for entry in cache_root.glob("*/data")
+        entry.parent.name != key for entry in cache.saved(cache_root)
     )
 
     def start(snapshot: Path | None) -> AbstractContextManager[LocalServer]:

@@ -36,6 +36,8 @@ from dbtoolkit.server import connect
 # Every database dbtoolkit creates on a server has this name prefix and this comment.
 PREFIX = "dbtoolkit_"
 MARK = "created by dbtoolkit run "
+# The name of a run's database: the prefix, the run (12 hex digits), "_" and the rest.
+RUN_DATABASE = re.compile(rf"^{PREFIX}([0-9a-f]{{12}})_")
 
 
 def alembic_config(
@@ -316,20 +318,24 @@ def run_lock(admin_url: URL, run: str) -> Iterator[None]:
 def drop_abandoned(admin_url: URL) -> list[str]:
     """Drop the databases of dbtoolkit runs that ended without cleaning up; return their names.
 
-    A database is only considered when both its name prefix and the comment dbtoolkit
-    set on it say dbtoolkit created it, and only dropped when no live run holds its
-    run's advisory lock.
+    A database is only considered when its name prefix and the comment dbtoolkit set on
+    it say dbtoolkit created it, or, when a kill came between ``CREATE DATABASE`` and
+    that comment, when it has no comment and a run's name (``RUN_DATABASE``). It is only
+    dropped when no live run holds its run's advisory lock.
     """
     runs: dict[str, list[str]] = {}
     abandoned = []
     with admin_cursor(admin_url) as cursor:
         cursor.execute(
             "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
-            "WHERE datname LIKE %s AND shobj_description(oid, 'pg_database') LIKE %s",
-            (PREFIX.replace("_", r"\_") + "%", MARK + "%"),
+            "WHERE datname LIKE %s AND (shobj_description(oid, 'pg_database') LIKE %s "
+            "OR (shobj_description(oid, 'pg_database') IS NULL AND datname ~ %s))",
+            (PREFIX.replace("_", r"\_") + "%", MARK + "%", RUN_DATABASE.pattern),
         )
         for name, comment in cursor.fetchall():
-            runs.setdefault(comment.removeprefix(MARK), []).append(name)
+            unmarked = RUN_DATABASE.match(name) if comment is None else None
+            run = unmarked[1] if unmarked else comment.removeprefix(MARK)
+            runs.setdefault(run, []).append(name)
         for run, names in runs.items():
             cursor.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(run),))
             if cursor.fetchone() == (True,):

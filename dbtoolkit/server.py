@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -42,6 +43,7 @@ from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.factories._pg import _pg_exe
 from sqlalchemy.engine import URL
 
+from dbtoolkit import cache, reaper
 from dbtoolkit.errors import ServerError
 from dbtoolkit.guard import GUARD
 
@@ -181,10 +183,9 @@ def _installation_for(user: pwd.struct_passwd, pg_ctl: str, scratch: Path) -> st
     return str(scratch / package.name / installation.name / bindir.name / Path(pg_ctl).name)
 
 
-def _launcher(pg_ctl: str, user: pwd.struct_passwd, workdir: Path, in_dir: Path) -> str:
+def _launcher(pg_ctl: str, user: pwd.struct_passwd, workdir: Path, path: Path) -> str:
     # The launcher runs as root before it drops privileges, so it lives in a root-owned
     # directory the server's user cannot write to.
-    path = in_dir / "pg_ctl"
     path.write_text(
         _LAUNCHER.format(
             python=sys.executable,
@@ -271,6 +272,20 @@ class _Executor(PostgreSQLExecutor):
         if self.owner is not None:
             os.lchown(destination, self.owner.pw_uid, self.owner.pw_gid)
 
+    def _run_initdb(self, command: list[str]) -> None:
+        # As pytest-postgresql's, but with initdb's messages kept for the error.
+        try:
+            subprocess.run(
+                command,
+                env=self._initdb_env(),
+                timeout=self._timeout,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutExpired(self, self._timeout) from exc
+
     def _initdb(self) -> None:
         # 1 MB WAL segments (not 16) keep the saved data directory half the size. The
         # password file must be readable by the server's user, so it goes in the
@@ -337,7 +352,7 @@ def _save_copy(datadir: Path, destination: Path) -> None:
     if destination.exists():
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=destination.parent))
+    partial = Path(tempfile.mkdtemp(prefix=cache.partial_prefix(), dir=destination.parent))
     try:
         shutil.copytree(datadir, partial / "data", symlinks=True)
         partial.rename(destination)
@@ -345,6 +360,10 @@ def _save_copy(datadir: Path, destination: Path) -> None:
         pass
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+# Where servers' working directories are: in RAM, or the default temporary directory.
+_SCRATCH_ROOTS = ("/dev/shm", tempfile.gettempdir())
 
 
 def _scratch_root() -> str | None:
@@ -377,15 +396,24 @@ def running_server(
     directory, in RAM where the machine has a large enough /dev/shm.
     """
     os_user = service_user()
+    reaper.sweep(_SCRATCH_ROOTS)  # what killed runs left that their watchers did not remove
     with ExitStack() as cleanup:
         workdir = _private_dir("dbtoolkit-pg-", os_user, _scratch_root())
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        executable = pg_ctl
-        if os_user is not None:
+        data = workdir / "data"
+        if os_user is None:
+            cleanup.enter_context(reaper.watching(workdir, data, pg_ctl, [workdir]))
+            executable = pg_ctl
+        else:
+            # The record goes where the server's user cannot forge what root will run.
             root_dir = _private_dir("dbtoolkit-root-")
             cleanup.callback(shutil.rmtree, root_dir, ignore_errors=True)
+            launcher = root_dir / "pg_ctl"
+            cleanup.enter_context(
+                reaper.watching(root_dir, data, str(launcher), [workdir, root_dir])
+            )
             runnable = _installation_for(os_user, pg_ctl, root_dir)
-            executable = _launcher(runnable, os_user, workdir, root_dir)
+            executable = _launcher(runnable, os_user, workdir, launcher)
 
         version = binary_version(pg_ctl)
         keep_initdb = snapshot is None and save_initdb_to is not None
@@ -394,7 +422,7 @@ def running_server(
             executable=executable,
             host=host,
             port=port,
-            datadir=str(workdir / "data"),
+            datadir=str(data),
             unixsocketdir=str(workdir),
             logfile=str(workdir / "server.log"),
             startparams=startparams,
@@ -424,10 +452,10 @@ def running_server(
         )
         try:
             executor.start()
-            wait_until_accepting(server, workdir / "data")
+            wait_until_accepting(server, data)
         except (OSError, subprocess.SubprocessError, ExecutorError, psycopg2.Error) as exc:
             raise ServerError(_start_failure(pg_ctl, workdir, port, exc)) from None
-        local = LocalServer(server, workdir / "data")
+        local = LocalServer(server, data)
         if initdb_copy is not None and save_initdb_to is not None:
             local.saves.append((initdb_copy, save_initdb_to))
         cleanup.callback(local._save)
@@ -445,16 +473,33 @@ def _let_pg_ctl_finish(executor: _Executor) -> None:
 
 
 def _start_failure(pg_ctl: str, workdir: Path, port: int, exc: Exception) -> str:
-    log = workdir / "server.log"
-    last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+    """One line: why the server did not start, from its own words, and what to do."""
     if isinstance(exc, AlreadyRunning):
-        detail = f"port {port} is already in use"
+        return (
+            f"could not start PostgreSQL with {pg_ctl}: port {port} is already in use; stop "
+            "what listens there or choose another --postgresql-port (unset, each run takes a "
+            "free one)"
+        )
+    log = workdir / "server.log"
+    said = log.read_text(errors="replace") if log.exists() else ""
+    if isinstance(exc, subprocess.CalledProcessError):  # initdb's own messages
+        said += f"\n{exc.stderr or ''}"
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    # From the first error, without the log line's time and process id.
+    errors = [line[found.start() :] for line in lines if (found := _ERROR_WORDS.search(line))]
+    detail = (errors or lines[-1:] or str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "No space left on device" in said:
+        where = "/dev/shm" if "shared memory" in detail else str(workdir.parent)
+        fix = f"{where} is full: free space there (df -h {where})"
+    elif "Address already in use" in said:
+        fix = f"another process took port {port}: run again, or choose --postgresql-port"
     else:
-        detail = last[0] if last else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return (
-        f"could not start PostgreSQL with {pg_ctl}: {detail}; check the binary "
-        "(--postgresql-exec) and the port (--postgresql-port)"
-    )
+        fix = "check the binary (--postgresql-exec) and the port (--postgresql-port)"
+    return f"could not start PostgreSQL with {pg_ctl}: {detail}; {fix}"
+
+
+# The lines of the server's or initdb's output that say what went wrong.
+_ERROR_WORDS = re.compile(r"FATAL:|PANIC:|ERROR:|error:")
 
 
 def _connect_args(url: URL) -> dict[str, Any]:

@@ -93,3 +93,21 @@ def test_the_key_covers_version_locations_named_as_package_resources(importable:
     first = key(importable)
     change(importable / "shop" / "versions" / "2b3c4d5e6f7a_orders.py")
     assert key(importable) != first
+
+
+def saved_entry(path: Path) -> Path:
+    (path / "data").mkdir(parents=True)
+    (path / "data" / "PG_VERSION").write_text("15\n")
+    return path / "data"
+
+
+def test_a_copy_a_killed_run_left_half_made_is_never_used_and_is_pruned(tmp_path: Path) -> None:
+    whole = saved_entry(tmp_path / "aaa")
+    dead = saved_entry(tmp_path / f"{cache.PARTIAL}{2**22 + 1}-1-x1")  # pid above pid_max
+    live = saved_entry(tmp_path / f"{cache.partial_prefix()}x2")  # this process's, copying
+    assert cache.saved(tmp_path) == [whole]
+    assert cache.newest(tmp_path, other_than="bbb") == whole
+
+    assert cache.destination(tmp_path, "bbb") == tmp_path / "bbb"
+    assert not dead.parent.exists()
+    assert live.is_dir()

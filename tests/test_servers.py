@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +29,8 @@ from port_for import select_random
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
+from dbtoolkit import schema
+from dbtoolkit.errors import ServerError
 from dbtoolkit.schema import MARK
 from dbtoolkit.server import Server, find_pg_ctl, postgresql_config, running_server
 
@@ -206,6 +210,26 @@ def test_a_killed_runs_databases_are_dropped_by_the_next_run(pytester, existing_
     result = run(pytester, f"--dbtoolkit-url={server}", "test_catalog.py")
     result.assert_outcomes(passed=2)
     assert not (dbtoolkit_databases(existing_server) & left)
+
+
+def test_a_runs_database_killed_before_its_mark_is_dropped_unless_the_run_lives(
+    existing_server,
+):
+    # A kill between CREATE DATABASE and COMMENT ON DATABASE leaves a database without
+    # the mark; its name, a run's, is enough, with the run's lock free.
+    dead, live = (f"dbtoolkit_{uuid.uuid4().hex[:12]}_main" for _ in range(2))
+    not_a_run = f"dbtoolkit_{uuid.uuid4().hex[:8]}_main"
+    for name in (dead, live, not_a_run):
+        admin(f'CREATE DATABASE "{name}"', existing_server)
+    try:
+        with schema.run_lock(existing_server, live.split("_")[1]):
+            dropped = schema.drop_abandoned(existing_server)
+        assert dead in dropped
+        assert live not in dropped
+        assert not_a_run not in dropped
+    finally:
+        for name in (dead, live, not_a_run):
+            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', existing_server)
 
 
 def test_a_database_named_as_a_test_one_is_used_as_it_is(
@@ -465,7 +489,8 @@ def test_a_port_in_use_is_one_error(pytester):
     result.stdout.fnmatch_lines(
         [
             f"ServerError: could not start PostgreSQL with */pg_ctl: port {port} is already in "
-            "use; check the binary (--postgresql-exec) and the port (--postgresql-port)"
+            "use; stop what listens there or choose another --postgresql-port (unset, each run "
+            "takes a free one)"
         ]
     )
 
@@ -481,6 +506,74 @@ def test_a_server_that_fails_to_start_says_why(pytester):
             "port (--postgresql-port)"
         ]
     )
+
+
+@pytest.fixture
+def full_disk() -> Iterator[Path]:
+    """A 1 MB file system, where the server's user may go (pytest's temporary ones are private)."""
+    tiny = Path(tempfile.mkdtemp(prefix="dbtoolkit-test-full-"))
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(tiny)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode != 0:
+        tiny.rmdir()
+        pytest.skip("mounting a 1 MB tmpfs needs root")
+    yield tiny
+    subprocess.run(["umount", str(tiny)], check=True)
+    tiny.rmdir()
+
+
+def test_a_full_disk_is_named_with_the_fix(full_disk, pytestconfig, monkeypatch):
+    tiny = full_disk
+    pg_ctl = find_pg_ctl(postgresql_config(pytestconfig))
+    monkeypatch.setattr("dbtoolkit.server._scratch_root", lambda: str(tiny))
+    with (
+        pytest.raises(ServerError) as error,
+        running_server(
+            pg_ctl, host="127.0.0.1", port=select_random(), user="postgres", password=None
+        ),
+    ):
+        pass
+    assert re.fullmatch(
+        rf"could not start PostgreSQL with {re.escape(pg_ctl)}: FATAL:  could not write to "
+        rf'file "[^"]+": No space left on device; {tiny} is full: free space there '
+        rf"\(df -h {tiny}\)",
+        str(error.value),
+    ), error.value
+
+
+def test_a_port_taken_between_choosing_and_binding_is_named(pytestconfig):
+    pg_ctl = find_pg_ctl(postgresql_config(pytestconfig))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # not listening: the port looks free until the server binds
+        port = taken.getsockname()[1]
+        with (
+            pytest.raises(ServerError) as error,
+            running_server(pg_ctl, host="127.0.0.1", port=port, user="postgres", password=None),
+        ):
+            pass
+    assert str(error.value) == (
+        f"could not start PostgreSQL with {pg_ctl}: FATAL:  could not create any TCP/IP "
+        f"sockets; another process took port {port}: run again, or choose --postgresql-port"
+    )
+
+
+def test_a_server_that_started_but_failed_its_check_is_stopped(tmp_path, pytestconfig):
+    # Its data directory lacks every database: it runs but refuses connections to
+    # "postgres" (or, on a loaded machine, may end while still starting up). Left
+    # running, it kept the port, and the retry failed.
+    pg_ctl = find_pg_ctl(postgresql_config(pytestconfig))
+    port = select_random()
+    server_args = {"host": "127.0.0.1", "port": port, "user": "postgres", "password": None}
+    with running_server(pg_ctl, **server_args) as local:
+        local.save_on_stop(tmp_path / "saved")
+    shutil.rmtree(tmp_path / "saved" / "data" / "base")
+    damaged = tmp_path / "saved" / "data"
+    with (
+        pytest.raises(ServerError, match=r"does not exist|starting up"),
+        running_server(pg_ctl, snapshot=damaged, **server_args),
+    ):
+        pass
+    with running_server(pg_ctl, **server_args) as local:
+        assert admin("SELECT 1", local.server.url()) == [(1,)]
 
 
 def test_a_server_stopped_right_after_it_started_leaves_no_complaint(capfd, pytestconfig):
