@@ -224,8 +224,15 @@ class SigtermAsInterrupt:
         self._previous: Any = None
 
     def install(self) -> None:
-        """Handle SIGTERM, unless not in the main thread or with ``DBTOOLKIT_REAPER=off``."""
-        if threading.current_thread() is threading.main_thread() and enabled():
+        """Handle SIGTERM, unless not in the main thread or with ``DBTOOLKIT_REAPER=off``.
+
+        A handler the project installed itself (a conftest's) is left in charge.
+        """
+        if (
+            threading.current_thread() is threading.main_thread()
+            and enabled()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
             self._previous = signal.signal(signal.SIGTERM, self._interrupt)
 
     def restore(self) -> None:

@@ -283,8 +283,17 @@ def test_sweep_removes_what_dead_owners_left_and_nothing_else(tmp_path: Path) ->
     ]
 
 
-def test_sigterm_is_handled_during_the_run_and_given_back_after(pytester: pytest.Pytester) -> None:
-    before = signal.getsignal(signal.SIGTERM)
+@pytest.fixture
+def default_sigterm() -> Iterator[None]:
+    """SIGTERM as a new process has it (this outer run handles it itself)."""
+    outer = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, outer)
+
+
+def test_sigterm_is_handled_during_the_run_and_given_back_after(
+    pytester: pytest.Pytester, default_sigterm: None
+) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(
         """
@@ -296,4 +305,24 @@ def test_sigterm_is_handled_during_the_run_and_given_back_after(pytester: pytest
         """
     )
     pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(passed=1)
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_sigterm_handler_of_the_project_is_left_in_charge(
+    pytester: pytest.Pytester, default_sigterm: None
+) -> None:
+    def project_handler(signum: int, frame: object) -> None:
+        raise AssertionError("not called here")
+
+    signal.signal(signal.SIGTERM, project_handler)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(
+        """
+        import signal
+
+        def test_not_taken():
+            assert signal.getsignal(signal.SIGTERM).__name__ == "project_handler"
+        """
+    )
+    pytester.runpytest_inprocess("-p", "no:randomly").assert_outcomes(passed=1)
+    assert signal.getsignal(signal.SIGTERM) is project_handler
