@@ -37,8 +37,14 @@ def _clean_environment(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
 
 @pytest.fixture(scope="session")
 def inner_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One pytest cache for the inner runs of this run (of this xdist worker, so one at a
-    time), so that a history's template is initdb'd and migrated once for all of them."""
+    """Where inner runs keep their pytest caches, one per project below it.
+
+    Shared by the inner runs of this outer run (of this xdist worker: one run at a time),
+    so that a project's template is initdb'd and migrated once for all of them. One cache
+    per project, as in real use: a cache keeps a few histories' data directories only.
+    Not for runs that look into the cache or must migrate a history that another run may
+    have saved (they would find it migrated): those keep a cache of their own.
+    """
     return tmp_path_factory.mktemp("inner-cache")
 
 
@@ -56,5 +62,6 @@ def catalog(
     for marker in reversed(list(request.node.iter_markers("catalog"))):
         options.update(marker.kwargs)  # the closest (the test's own) last
     own_cache = options.pop("own_cache", False)
-    catalog_project(pytester, cache_dir=None if own_cache else inner_cache, **options)
+    cache_dir = None if own_cache else inner_cache / "catalog"
+    catalog_project(pytester, cache_dir=cache_dir, **options)
     return pytester
