@@ -63,13 +63,16 @@ def run(pytester: pytest.Pytester, *args: str, randomly: bool = False) -> pytest
 
 
 def run_in_process(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """Run pytest on the inner project in this process, in file order.
+    """Run pytest on an inner project in this process, in file order.
 
     For runs that end before a test uses the database (usage errors, the header,
     ``--co``): the factories they import are bound to no session, and pytester puts
     ``sys.modules`` back afterwards. It saves the subprocess's start.
     """
-    return pytester.runpytest_inprocess("-p", "no:randomly", *args)
+    # This process imported the plugins already, too late for pytest to rewrite their
+    # asserts: it says so in a warning, which filterwarnings = error makes an error.
+    quiet = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
+    return pytester.runpytest_inprocess("-p", "no:randomly", *quiet, *args)
 
 
 def sep_line(result: pytest.RunResult, title: str) -> str:

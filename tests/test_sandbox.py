@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from catalog import CATALOG_SETTINGS, run
+from catalog import CATALOG_SETTINGS, run, run_in_process
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -261,7 +261,7 @@ def test_the_session_class_is_db_sessions_and_the_header_names_it(
     result = run(catalog)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["dbtoolkit: *; session sqlmodel.orm.session.Session (from ini)*"])
-    error = run(catalog, "--dbtoolkit-session-class=sqlmodel.Nope")
+    error = run_in_process(catalog, "--dbtoolkit-session-class=sqlmodel.Nope")
     assert error.ret == pytest.ExitCode.USAGE_ERROR
     error.stderr.fnmatch_lines(
         [

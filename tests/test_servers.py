@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from catalog import CATALOG_SETTINGS, catalog_project, run
+from catalog import CATALOG_SETTINGS, catalog_project, run, run_in_process
 from port_for import select_random
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -409,7 +409,7 @@ def test_multiple_heads(pytester):
 )
 def test_a_bad_setting_is_a_usage_error(pytester, args, message):
     catalog(pytester)
-    result = run(pytester, *args)
+    result = run_in_process(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
 
