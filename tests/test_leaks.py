@@ -1,6 +1,6 @@
 """Rows committed behind a test's back, and tests that commit in a database of their own.
 
-Each test runs pytest on the catalog project (see ``catalog.py``) in a subprocess, in
+Each test runs pytest on the catalog project (``tests/examples/catalog``) in a subprocess, in
 file order, so that a leaking test and the test after it run in a known order; the
 outer tests themselves hold in any order and under xdist.
 """
