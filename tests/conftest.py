@@ -1,6 +1,8 @@
 import os
+from pathlib import Path
 
 import pytest
+from catalog import catalog_project
 from developer import developer_database, developer_server  # noqa: F401 (fixtures)
 
 from dbtoolkit import seed
@@ -13,6 +15,14 @@ collect_ignore = ["examples"]
 seeded_users = seed(UserFactory, 5)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "catalog(settings=..., second_revision=..., own_cache=False): "
+        "the variant of the catalog project the catalog fixture copies",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep the outer run's options and dbtoolkit settings out of pytester's inner runs."""
@@ -23,3 +33,35 @@ def _clean_environment(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     for name in list(os.environ):
         if name.startswith(("DBTOOLKIT_", "PYTEST_XDIST_")):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def inner_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where inner runs keep their pytest caches, one per project below it.
+
+    Shared by the inner runs of this outer run (of this xdist worker: one run at a time),
+    so that a project's template is initdb'd and migrated once for all of them. One cache
+    per project, as in real use: a cache keeps a few histories' data directories only.
+    Not for runs that look into the cache or must migrate a history that another run may
+    have saved (they would find it migrated): those keep a cache of their own.
+    """
+    return tmp_path_factory.mktemp("inner-cache")
+
+
+@pytest.fixture
+def catalog(
+    request: pytest.FixtureRequest, pytester: pytest.Pytester, inner_cache: Path
+) -> pytest.Pytester:
+    """Pytester in a copy of the catalog project, the variant the catalog marker names.
+
+    ``@pytest.mark.catalog(settings=..., second_revision=...)`` as ``catalog_project``
+    takes them; the inner runs share ``inner_cache`` unless ``own_cache=True`` (tests of
+    the cache, and any that would change what another run finds there).
+    """
+    options: dict[str, object] = {}
+    for marker in reversed(list(request.node.iter_markers("catalog"))):
+        options.update(marker.kwargs)  # the closest (the test's own) last
+    own_cache = options.pop("own_cache", False)
+    cache_dir = None if own_cache else inner_cache / "catalog"
+    catalog_project(pytester, cache_dir=cache_dir, **options)
+    return pytester

@@ -56,10 +56,10 @@ ORDERS = {
 }
 
 
-@pytest.fixture(scope="session")
-def apps_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One pytest cache for the apps' runs: each app is migrated once, then started from it."""
-    return f"cache_dir={tmp_path_factory.mktemp('apps-cache')}"
+@pytest.fixture
+def apps_cache(inner_cache: Path) -> str:
+    """The inner runs' shared pytest cache: each app is migrated once, then started from it."""
+    return f"cache_dir={inner_cache / 'apps'}"
 
 
 def copy_app(pytester: pytest.Pytester, name: str, settings: str, dotenv: dict[str, str]) -> None:

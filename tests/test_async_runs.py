@@ -8,6 +8,8 @@ backend is told. tests/test_async.py holds the in-process promises, so that CI c
 run it in every loop scope cheaply.
 """
 
+from pathlib import Path
+
 import pytest
 from catalog import CATALOG_SETTINGS, catalog_project, run, sep_line
 
@@ -130,10 +132,12 @@ LOOP_MARK_ARGS = {
     ],
 )
 def test_async_db_session_works_in_any_loop_scope_on_one_connection(
-    pytester: pytest.Pytester, scope: str, fixture_scope: str
+    pytester: pytest.Pytester, inner_cache: Path, scope: str, fixture_scope: str
 ) -> None:
     # The tests run in loops of ``scope``, the project's async fixtures in ``fixture_scope``'s.
-    catalog_project(pytester, settings=loop_settings(fixture_scope))
+    catalog_project(
+        pytester, cache_dir=inner_cache / "catalog", settings=loop_settings(fixture_scope)
+    )
     tests = INNER_ASYNC_TESTS.replace("{MARK_ARGS}", LOOP_MARK_ARGS[scope])
     pytester.makepyfile(
         loops=INNER_LOOPS,
@@ -169,9 +173,9 @@ INNER_DRIVER_TEST = """
     ids=["default", "psycopg"],
 )
 def test_async_db_session_isolates_with_each_async_driver(
-    pytester: pytest.Pytester, args: tuple[str, ...], driver: str
+    pytester: pytest.Pytester, inner_cache: Path, args: tuple[str, ...], driver: str
 ) -> None:
-    catalog_project(pytester, settings=FUNCTION_LOOP_SETTINGS)
+    catalog_project(pytester, cache_dir=inner_cache / "catalog", settings=FUNCTION_LOOP_SETTINGS)
     pytester.makepyfile(
         loops=INNER_LOOPS,
         test_isolation=INNER_ASYNC_TESTS.replace("{MARK_ARGS}", ""),
@@ -215,8 +219,10 @@ INNER_SYNC_DRIVER_TESTS = """
 """
 
 
-def test_db_session_isolates_with_the_psycopg_driver(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester, settings=FUNCTION_LOOP_SETTINGS)
+def test_db_session_isolates_with_the_psycopg_driver(
+    pytester: pytest.Pytester, inner_cache: Path
+) -> None:
+    catalog_project(pytester, cache_dir=inner_cache / "catalog", settings=FUNCTION_LOOP_SETTINGS)
     pytester.makepyfile(test_sync_driver=INNER_SYNC_DRIVER_TESTS)
     result = run(pytester, "-v", "--dbtoolkit-driver=psycopg")
     result.assert_outcomes(passed=4)
@@ -280,8 +286,9 @@ INNER_SCOPED_SEEDS = """
 
 def test_a_scoped_async_seed_is_laid_once_for_the_tests_that_share_it(
     pytester: pytest.Pytester,
+    inner_cache: Path,
 ) -> None:
-    catalog_project(pytester)
+    catalog_project(pytester, cache_dir=inner_cache / "catalog")
     pytester.makepyfile(test_scoped=INNER_SCOPED_SEEDS)
     run(pytester, "-v").assert_outcomes(passed=7)
 
@@ -362,9 +369,9 @@ ESCAPED = "IsolationError: the test ended the outer transaction with a raw COMMI
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 def test_the_deferred_check_the_leak_watch_and_the_escape_check_guard_async_tests(
-    pytester: pytest.Pytester, driver: str
+    pytester: pytest.Pytester, inner_cache: Path, driver: str
 ) -> None:
-    catalog_project(pytester, second_revision=DEFERRED_AUTHOR_FK)
+    catalog_project(pytester, cache_dir=inner_cache / "catalog", second_revision=DEFERRED_AUTHOR_FK)
     pytester.makepyfile(test_guarded=INNER_GUARDED)
     result = run(pytester, "-v", f"--dbtoolkit-async-driver={driver}")
     # Every body passes; the three that leave something behind error at teardown.
@@ -412,8 +419,8 @@ INNER_TRIO = """
 """
 
 
-def test_a_loop_mismatch_names_the_fix(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester, settings=FUNCTION_LOOP_SETTINGS)
+def test_a_loop_mismatch_names_the_fix(pytester: pytest.Pytester, inner_cache: Path) -> None:
+    catalog_project(pytester, cache_dir=inner_cache / "catalog", settings=FUNCTION_LOOP_SETTINGS)
     pytester.makepyfile(test_mismatch=INNER_MISMATCH)
     result = run(pytester)
     result.assert_outcomes(failed=1)
@@ -430,8 +437,10 @@ def test_a_loop_mismatch_names_the_fix(pytester: pytest.Pytester) -> None:
     )
 
 
-def test_anyio_on_trio_is_refused_with_the_fix(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester)
+def test_anyio_on_trio_is_refused_with_the_fix(
+    pytester: pytest.Pytester, inner_cache: Path
+) -> None:
+    catalog_project(pytester, cache_dir=inner_cache / "catalog")
     pytester.makepyfile(test_trio=INNER_TRIO)
     result = run(pytester)
     result.assert_outcomes(errors=1)
@@ -467,8 +476,10 @@ INNER_ANYIO = """
 
 
 @pytest.mark.parametrize("mode", ["strict", "auto"])
-def test_anyio_runs_async_db_session_on_asyncio(pytester: pytest.Pytester, mode: str) -> None:
-    catalog_project(pytester)
+def test_anyio_runs_async_db_session_on_asyncio(
+    pytester: pytest.Pytester, inner_cache: Path, mode: str
+) -> None:
+    catalog_project(pytester, cache_dir=inner_cache / "catalog")
     pytester.makepyfile(test_anyio=INNER_ANYIO)
     result = run(pytester, "-o", f"asyncio_mode={mode}")
     result.assert_outcomes(passed=2)

@@ -11,7 +11,7 @@ have failed, while a violation fixed or rolled back in time passes.
 """
 
 import pytest
-from catalog import catalog_project, run, sep_line
+from catalog import run, sep_line
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -121,12 +121,12 @@ VIOLATED = (
 )
 
 
+@pytest.mark.catalog(second_revision=DEFERRED_AUTHOR_FK)
 def test_a_deferred_constraint_left_violated_errors_the_test_at_teardown(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester, second_revision=DEFERRED_AUTHOR_FK)
-    pytester.makepyfile(test_deferred=DEFERRED_TESTS)
-    result = run(pytester, "-v")
+    catalog.makepyfile(test_deferred=DEFERRED_TESTS)
+    result = run(catalog, "-v")
     # Every body passes; the two tests that leave the orphan behind error at teardown.
     result.assert_outcomes(passed=5, errors=2)
     result.stdout.fnmatch_lines(

@@ -226,7 +226,7 @@ def test_two(db_session, seeded_users):
 
 
 @pytest.fixture
-def inner_project(pytester, monkeypatch):
+def inner_project(pytester, monkeypatch, inner_cache):
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     for name in ("DBTOOLKIT_SEED", "DBTOOLKIT_FACTORIES", "DBTOOLKIT_ALEMBIC_INI"):
         monkeypatch.delenv(name, raising=False)
@@ -235,6 +235,7 @@ def inner_project(pytester, monkeypatch):
         f"dbtoolkit_alembic_ini = {REPO / 'alembic.ini'}\n"
         "dbtoolkit_factories = factories\n"
         f"pythonpath = {REPO}\n"
+        f"cache_dir = {inner_cache / 'sample'}\n"  # migrated once for all the runs
     )
     pytester.makeconftest(
         "from dbtoolkit import seed\n"

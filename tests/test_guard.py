@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from catalog import CATALOG_SETTINGS, catalog_project, run
+from catalog import run
 from developer import libpq
 from sqlalchemy.engine import URL
 
@@ -63,13 +63,12 @@ REACHING_OUT = """
 
 @pytest.mark.parametrize("server", ["started", "existing"])
 def test_an_engine_built_from_dotenv_and_a_raw_connection_are_refused(
-    pytester: pytest.Pytester, developer_database: URL, developer_server, server: str
+    catalog: pytest.Pytester, developer_database: URL, developer_server, server: str
 ) -> None:
-    catalog_project(pytester)
-    (pytester.path / ".env").write_text(f"DATABASE_URL={libpq(developer_database)}\n")
-    pytester.makepyfile(app_db=APP_DB, test_reaching_out=REACHING_OUT)
+    (catalog.path / ".env").write_text(f"DATABASE_URL={libpq(developer_database)}\n")
+    catalog.makepyfile(app_db=APP_DB, test_reaching_out=REACHING_OUT)
     args = () if server == "started" else (f"--dbtoolkit-url={libpq(developer_server.url())}",)
-    result = run(pytester, *args)
+    result = run(catalog, *args)
     result.assert_outcomes(failed=2)
     for test in ("test_the_app_engine_writes", "test_a_raw_connection_writes"):
         assert (
@@ -79,12 +78,9 @@ def test_an_engine_built_from_dotenv_and_a_raw_connection_are_refused(
 
 
 def test_a_url_the_settings_allow_is_let_through(
-    pytester: pytest.Pytester, developer_database: URL
+    catalog: pytest.Pytester, developer_database: URL
 ) -> None:
-    catalog_project(
-        pytester, settings=CATALOG_SETTINGS + f"dbtoolkit_allow_urls = {developer_database}\n"
-    )
-    pytester.makepyfile(
+    catalog.makepyfile(
         test_reading=f"""
         import psycopg
 
@@ -94,7 +90,7 @@ def test_a_url_the_settings_allow_is_let_through(
                 assert connection.execute("SELECT count(*) FROM notes").fetchone() == (2,)
         """
     )
-    result = run(pytester)
+    result = run(catalog, "-o", f"dbtoolkit_allow_urls={developer_database}")  # the ini key
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"dbtoolkit: may also connect to {developer_database} (from ini)"])
 

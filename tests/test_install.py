@@ -8,7 +8,7 @@ neither greenlet nor pytest-asyncio: the plugin must load and the sync fixtures 
 from __future__ import annotations
 
 import pytest
-from catalog import catalog_project, run
+from catalog import LOOP_SCOPE, run
 
 WITHOUT_ASYNC_TESTS = """
 import sys
@@ -35,21 +35,19 @@ def test_an_async_fixture_says_which_extra_to_install(async_db_session):
 
 
 def test_the_plugin_loads_and_works_without_greenlet_and_pytest_asyncio(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    catalog: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Packages that fail to import, as the missing ones do, in front of the real ones.
     for name in ("greenlet", "pytest_asyncio"):
-        package = pytester.path / "missing" / name
+        package = catalog.path / "missing" / name
         package.mkdir(parents=True)
         (package / "__init__.py").write_text(f'raise ImportError("No module named {name!r}")\n')
-    monkeypatch.setenv("PYTHONPATH", str(pytester.path / "missing"))
-    catalog_project(pytester)
-    pytester.makeini(  # no asyncio_default_fixture_loop_scope: nothing may ask for it
-        "[pytest]\npythonpath = .\nfilterwarnings = error\n"
-        "dbtoolkit_alembic_ini = alembic.ini\ndbtoolkit_factories = catalog_factories\n"
-    )
-    pytester.makepyfile(test_without_async=WITHOUT_ASYNC_TESTS)
-    result = run(pytester, "-p", "no:asyncio")
+    monkeypatch.setenv("PYTHONPATH", str(catalog.path / "missing"))
+    # The catalog's ini without asyncio_default_fixture_loop_scope: nothing may ask for it.
+    ini = catalog.path / "pytest.ini"
+    ini.write_text(ini.read_text().replace(LOOP_SCOPE, ""))
+    catalog.makepyfile(test_without_async=WITHOUT_ASYNC_TESTS)
+    result = run(catalog, "-p", "no:asyncio")
     result.assert_outcomes(passed=2, errors=1)
     assert (
         result.outlines.count(

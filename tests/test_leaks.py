@@ -1,6 +1,6 @@
 """Rows committed behind a test's back, and tests that commit in a database of their own.
 
-Each test runs pytest on the catalog project (see ``catalog.py``) in a subprocess, in
+Each test runs pytest on the catalog project (``tests/examples/catalog``) in a subprocess, in
 file order, so that a leaking test and the test after it run in a known order; the
 outer tests themselves hold in any order and under xdist.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from catalog import CATALOG_SETTINGS, catalog_project, run, sep_line
+from catalog import CATALOG_SETTINGS, run, run_in_process, sep_line
 
 # The message of a leak, around the list of what leaked, as the user reads it.
 LEAK = (
@@ -123,11 +123,10 @@ OWN_ENGINE_TESTS = (
     ],
 )
 def test_rows_committed_through_an_own_engine_error_the_test_and_are_removed(
-    pytester: pytest.Pytester, args: tuple[str, ...]
+    catalog: pytest.Pytester, args: tuple[str, ...]
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_leak=OWN_ENGINE_TESTS)
-    result = run(pytester, *args)
+    catalog.makepyfile(test_leak=OWN_ENGINE_TESTS)
+    result = run(catalog, *args)
     result.assert_outcomes(passed=4, errors=2)
     assert_one_line_leak_error(
         result, "test_commits_through_its_own_engine", "2 rows inserted into public.authors"
@@ -165,11 +164,10 @@ EVERY_KIND_OF_WRITE = (
 
 
 def test_a_leak_names_each_table_and_kind_of_write_even_in_the_last_test(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_leak=EVERY_KIND_OF_WRITE)
-    result = run(pytester)
+    catalog.makepyfile(test_leak=EVERY_KIND_OF_WRITE)
+    result = run(catalog)
     result.assert_outcomes(passed=1, errors=1)
     assert_one_line_leak_error(
         result,
@@ -205,10 +203,9 @@ THREAD_TESTS = (
 )
 
 
-def test_rows_a_background_thread_commits_are_a_leak_too(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_thread=THREAD_TESTS)
-    result = run(pytester)
+def test_rows_a_background_thread_commits_are_a_leak_too(catalog: pytest.Pytester) -> None:
+    catalog.makepyfile(test_thread=THREAD_TESTS)
+    result = run(catalog)
     result.assert_outcomes(passed=2, errors=1)
     assert_one_line_leak_error(
         result, "test_a_background_thread_commits", "3 rows inserted into public.authors"
@@ -236,12 +233,11 @@ ENGINE_ONLY_TESTS = (
 
 
 def test_a_leak_by_a_test_without_db_session_is_blamed_on_that_test(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
     # The database is watched from the moment it exists, not from the first db_session.
-    catalog_project(pytester)
-    pytester.makepyfile(test_engine=ENGINE_ONLY_TESTS)
-    result = run(pytester)
+    catalog.makepyfile(test_engine=ENGINE_ONLY_TESTS)
+    result = run(catalog)
     result.assert_outcomes(passed=3, errors=1)
     assert_one_line_leak_error(
         result, "test_commits_without_db_session", "2 rows inserted into public.authors"
@@ -274,17 +270,16 @@ LEAK_THEN_LOOK = (
     ],
 )
 def test_leaks_warn_reports_a_warning_and_still_removes_the_rows(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
     env: dict[str, str],
     args: tuple[str, ...],
     source: str,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_leak=LEAK_THEN_LOOK)
+    catalog.makepyfile(test_leak=LEAK_THEN_LOOK)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    result = run(pytester, "-s", *SHOW_LEAK_WARNINGS, *args)
+    result = run(catalog, "-s", *SHOW_LEAK_WARNINGS, *args)
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines(
         [
@@ -298,10 +293,9 @@ def test_leaks_warn_reports_a_warning_and_still_removes_the_rows(
     assert "LeakError" not in result.stdout.str()
 
 
-def test_leaks_warn_where_warnings_are_errors_is_one_line_too(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester)  # its ini says filterwarnings = error
-    pytester.makepyfile(test_leak=LEAK_THEN_LOOK)
-    result = run(pytester, "-s", "--dbtoolkit-leaks=warn")
+def test_leaks_warn_where_warnings_are_errors_is_one_line_too(catalog: pytest.Pytester) -> None:
+    catalog.makepyfile(test_leak=LEAK_THEN_LOOK)
+    result = run(catalog, "-s", "--dbtoolkit-leaks=warn")
     result.assert_outcomes(passed=2, errors=1)
     lines = errors_section(result)
     header = lines.index(sep_line(result, "ERROR at teardown of test_leaks"))
@@ -341,22 +335,21 @@ FIXTURE_TEARDOWN_TESTS = (
 
 
 def test_a_leak_in_a_fixtures_teardown_is_blamed_on_its_test_even_the_last(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_fixture=FIXTURE_TEARDOWN_TESTS)
-    result = run(pytester)
+    catalog.makepyfile(test_fixture=FIXTURE_TEARDOWN_TESTS)
+    result = run(catalog)
     result.assert_outcomes(passed=3, errors=2)
     for test in ("test_with_the_fixture", "test_last_with_the_fixture"):
         assert_one_line_leak_error(result, test, "1 row inserted into public.authors")
 
 
+@pytest.mark.catalog(settings=CATALOG_SETTINGS + "dbtoolkit_leaks = off\n")
 def test_leaks_off_in_the_ini_does_not_check_and_the_rows_stay(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester, settings=CATALOG_SETTINGS + "dbtoolkit_leaks = off\n")
-    pytester.makepyfile(test_leak=LEAK_THEN_LOOK)
-    result = run(pytester, "-s")
+    catalog.makepyfile(test_leak=LEAK_THEN_LOOK)
+    result = run(catalog, "-s")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         ["dbtoolkit: *; leaks off (from ini)*", "*next test sees 2 authors: Ada Grace"]
@@ -365,29 +358,32 @@ def test_leaks_off_in_the_ini_does_not_check_and_the_rows_stay(
 
 
 @pytest.mark.parametrize(
-    ("settings", "env", "args", "value", "source"),
+    ("env", "args", "value", "source"),
     [
-        pytest.param(CATALOG_SETTINGS, {}, ("--dbtoolkit-leaks=x",), "x", "cli", id="cli"),
-        pytest.param(CATALOG_SETTINGS, {"DBTOOLKIT_LEAKS": "yes"}, (), "yes", "env", id="env"),
+        pytest.param({}, ("--dbtoolkit-leaks=x",), "x", "cli", id="cli"),
+        pytest.param({"DBTOOLKIT_LEAKS": "yes"}, (), "yes", "env", id="env"),
         pytest.param(
-            CATALOG_SETTINGS + "dbtoolkit_leaks = ignore\n", {}, (), "ignore", "ini", id="ini"
+            {},
+            (),
+            "ignore",
+            "ini",
+            id="ini",
+            marks=pytest.mark.catalog(settings=CATALOG_SETTINGS + "dbtoolkit_leaks = ignore\n"),
         ),
     ],
 )
 def test_a_leaks_value_that_is_not_a_choice_is_a_usage_error(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
-    settings: str,
     env: dict[str, str],
     args: tuple[str, ...],
     value: str,
     source: str,
 ) -> None:
-    catalog_project(pytester, settings=settings)
-    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    catalog.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     for name, env_value in env.items():
         monkeypatch.setenv(name, env_value)
-    result = run(pytester, *args)
+    result = run_in_process(catalog, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.lines[0] == (
         f"ERROR: dbtoolkit leaks must be one of fail, warn, off, got {value!r} (from {source}); "
@@ -477,11 +473,10 @@ ISOLATED_WRITES = (
     ],
 )
 def test_writes_inside_the_test_transaction_are_no_leak(
-    pytester: pytest.Pytester, args: tuple[str, ...]
+    catalog: pytest.Pytester, args: tuple[str, ...]
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_isolated=ISOLATED_WRITES)
-    result = run(pytester, *args)
+    catalog.makepyfile(test_isolated=ISOLATED_WRITES)
+    result = run(catalog, *args)
     result.assert_outcomes(passed=7)
     assert "Leak" not in result.stdout.str()
 
@@ -566,11 +561,10 @@ OWN_DATABASE_TESTS = (
     ],
 )
 def test_a_test_marked_for_a_database_of_its_own_commits_for_real_there(
-    pytester: pytest.Pytester, args: tuple[str, ...]
+    catalog: pytest.Pytester, args: tuple[str, ...]
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_own=OWN_DATABASE_TESTS)
-    result = run(pytester, *args)
+    catalog.makepyfile(test_own=OWN_DATABASE_TESTS)
+    result = run(catalog, *args)
     result.assert_outcomes(passed=3)
     assert "Leak" not in result.stdout.str()
 
@@ -609,11 +603,10 @@ OWN_DATABASE_SEED_TESTS = (
 
 
 def test_seed_fixtures_commit_their_rows_in_a_database_of_its_own(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_seeds=OWN_DATABASE_SEED_TESTS)
-    result = run(pytester)
+    catalog.makepyfile(test_seeds=OWN_DATABASE_SEED_TESTS)
+    result = run(catalog)
     result.assert_outcomes(passed=4)
 
 
@@ -647,11 +640,10 @@ BAD_MARKERS = """
 
 
 def test_a_bad_dbtoolkit_marker_errors_the_test_at_setup_with_one_line(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_markers=BAD_MARKERS)
-    result = run(pytester)
+    catalog.makepyfile(test_markers=BAD_MARKERS)
+    result = run(catalog)
     result.assert_outcomes(passed=1, errors=4)
     lines = errors_section(result)
     for test, got in [
@@ -668,9 +660,8 @@ def test_a_bad_dbtoolkit_marker_errors_the_test_at_setup_with_one_line(
     assert "Traceback" not in result.stdout.str()
 
 
-def test_the_dbtoolkit_marker_is_registered(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(
+def test_the_dbtoolkit_marker_is_registered(catalog: pytest.Pytester) -> None:
+    catalog.makepyfile(
         test_marked="""
         import pytest
 
@@ -680,8 +671,8 @@ def test_the_dbtoolkit_marker_is_registered(pytester: pytest.Pytester) -> None:
             pass
         """
     )
-    run(pytester, "--strict-markers").assert_outcomes(passed=1)
-    markers = run(pytester, "--markers")
+    run(catalog, "--strict-markers").assert_outcomes(passed=1)
+    markers = run_in_process(catalog, "--markers")
     markers.stdout.fnmatch_lines(
         [
             '@pytest.mark.dbtoolkit(isolation="database"): give the test a database of its '

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from catalog import run_in_process
 from sqlalchemy import text
 
 from dbtoolkit import migrations
@@ -269,9 +270,10 @@ def test_the_checks_are_collected_with_directories_not_with_chosen_files(pyteste
     shelf(pytester)
     pytester.makepyfile(test_shelf=SHELF_TEST)
 
-    directory = run(pytester, ".", "--co", "-q")
-    chosen = run(pytester, "test_shelf.py", "--co", "-q")
-    off = run(pytester, "--co", "-q", "--dbtoolkit-check-migrations=false")
+    # Collecting needs no server, and binds no factories: in-process.
+    directory = run_in_process(pytester, ".", "--co", "-q")
+    chosen = run_in_process(pytester, "test_shelf.py", "--co", "-q")
+    off = run_in_process(pytester, "--co", "-q", "--dbtoolkit-check-migrations=false")
 
     assert "alembic.ini::stairway" in directory.stdout.str()
     assert "alembic.ini" not in chosen.stdout.str()

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from catalog import CATALOG_SETTINGS, catalog_project, run, sep_line
+from catalog import CATALOG_SETTINGS, run, run_in_process, sep_line
 
 from dbtoolkit.seeding import seed_for
 from dbtoolkit.server import find_pg_ctl, postgresql_config
@@ -17,11 +17,11 @@ from dbtoolkit.server import find_pg_ctl, postgresql_config
 # --- The migration -----------------------------------------------------------------
 
 
+@pytest.mark.catalog(second_revision='op.execute("SELECT * FROM no_such_table")')
 def test_a_broken_migration_errors_every_database_test_with_one_line(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester, second_revision='op.execute("SELECT * FROM no_such_table")')
-    pytester.makepyfile(
+    catalog.makepyfile(
         test_books="""
         def test_one(db_session):
             pass
@@ -36,9 +36,9 @@ def test_a_broken_migration_errors_every_database_test_with_one_line(
             assert 1 + 1 == 2
         """
     )
-    result = run(pytester)
+    result = run(catalog)
     result.assert_outcomes(passed=1, errors=3)
-    revision = pytester.path / "migrations" / "versions" / "bbb2_books.py"
+    revision = catalog.path / "migrations" / "versions" / "bbb2_books.py"
     message = (
         f"MigrationError: alembic upgrade head failed in revision bbb2 "
         f"(Create books, written by authors.; {revision}): "
@@ -60,12 +60,12 @@ def test_a_broken_migration_errors_every_database_test_with_one_line(
     assert not [line for line in result.outlines if re.search(r"\.py:\d+", line)]
 
 
-def test_a_migration_raising_python_error_names_its_revision(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester, second_revision='raise RuntimeError("boom")')
-    pytester.makepyfile(test_books="def test_one(db_session):\n    pass\n")
-    result = run(pytester)
+@pytest.mark.catalog(second_revision='raise RuntimeError("boom")')
+def test_a_migration_raising_python_error_names_its_revision(catalog: pytest.Pytester) -> None:
+    catalog.makepyfile(test_books="def test_one(db_session):\n    pass\n")
+    result = run(catalog)
     result.assert_outcomes(errors=1)
-    revision = pytester.path / "migrations" / "versions" / "bbb2_books.py"
+    revision = catalog.path / "migrations" / "versions" / "bbb2_books.py"
     result.stdout.fnmatch_lines(
         [
             "MigrationError: alembic upgrade head failed in revision bbb2 "
@@ -155,11 +155,10 @@ ORDER_TEST_NAMES = [
     ],
 )
 def test_every_test_sees_only_its_own_data_in_any_order(
-    pytester: pytest.Pytester, order: str, args: tuple[str, ...]
+    catalog: pytest.Pytester, order: str, args: tuple[str, ...]
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_order=ORDER_TESTS)
-    result = run(pytester, "-v", *args, randomly=order == "random")
+    catalog.makepyfile(test_order=ORDER_TESTS)
+    result = run(catalog, "-v", *args, randomly=order == "random")
     result.assert_outcomes(passed=len(ORDER_TEST_NAMES))
     ran = [
         match[1]
@@ -178,11 +177,10 @@ def test_every_test_sees_only_its_own_data_in_any_order(
 
 
 def test_every_test_sees_only_its_own_data_across_xdist_workers(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_order=ORDER_TESTS)
-    result = run(pytester, "-n", "2")
+    catalog.makepyfile(test_order=ORDER_TESTS)
+    result = run(catalog, "-n", "2")
     result.assert_outcomes(passed=len(ORDER_TEST_NAMES))
     result.stdout.fnmatch_lines([f"2 workers [[]{len(ORDER_TEST_NAMES)} items[]]"])
 
@@ -194,14 +192,14 @@ exec {pg_ctl} "$@"
 """
 
 
+@pytest.mark.catalog(own_cache=True)  # it looks at what the run saved there
 @pytest.mark.parametrize("args", [(), ("-n", "2")], ids=["in-process", "xdist"])
 def test_a_run_without_database_tests_starts_no_server_and_migrates_nothing(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
     pytestconfig: pytest.Config,
     request: pytest.FixtureRequest,
     args: tuple[str, ...],
 ) -> None:
-    catalog_project(pytester)
     # Where the server's OS user (when pytest runs as root) can run it and write the log.
     shared = Path(tempfile.mkdtemp(prefix="dbtoolkit-test-"))
     shared.chmod(0o755)
@@ -212,18 +210,18 @@ def test_a_run_without_database_tests_starts_no_server_and_migrates_nothing(
     real = find_pg_ctl(postgresql_config(pytestconfig))
     pg_ctl.write_text(PG_CTL_LOGGER.format(log=log, pg_ctl=real))
     pg_ctl.chmod(0o755)
-    env_py = pytester.path / "migrations" / "env.py"
+    env_py = catalog.path / "migrations" / "env.py"
     marker = f"with open({str(log)!r}, 'a') as log:\n    log.write('migrated\\n')\n"
     env_py.write_text(marker + env_py.read_text())
-    pytester.makepyfile(test_plain="def test_one():\n    pass\n\ndef test_two():\n    pass\n")
-    result = run(pytester, f"--postgresql-exec={pg_ctl}", *args)
+    catalog.makepyfile(test_plain="def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    result = run(catalog, f"--postgresql-exec={pg_ctl}", *args)
     result.assert_outcomes(passed=2)
     assert set(log.read_text().splitlines()) == {"--version"}  # the header asks, no more
-    assert not (pytester.path / ".pytest_cache" / "d" / "dbtoolkit").exists()
+    assert not (catalog.path / ".pytest_cache" / "d" / "dbtoolkit").exists()
 
     # The same with a database test: the log shows the server started and migrated.
-    pytester.makepyfile(test_db="def test_db(db_session):\n    pass\n")
-    run(pytester, f"--postgresql-exec={pg_ctl}", *args).assert_outcomes(passed=3)
+    catalog.makepyfile(test_db="def test_db(db_session):\n    pass\n")
+    run(catalog, f"--postgresql-exec={pg_ctl}", *args).assert_outcomes(passed=3)
     assert "migrated" in log.read_text().splitlines()
     assert any(line.startswith("start") for line in log.read_text().splitlines())
 
@@ -232,13 +230,12 @@ def test_a_run_without_database_tests_starts_no_server_and_migrates_nothing(
 
 
 def test_header_says_the_server_runs_as_postgres_when_pytest_runs_as_root(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("only a run as root hands the server to another OS user")
-    catalog_project(pytester)
-    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
-    result = run(pytester, "--co")
+    catalog.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = run_in_process(catalog, "--co")
     result.assert_outcomes()
     result.stdout.fnmatch_lines(
         [
@@ -252,19 +249,18 @@ SEED_INI = CATALOG_SETTINGS + "dbtoolkit_seed = 3\n"
 
 
 @pytest.mark.parametrize(
-    ("settings", "env", "args", "expected"),
+    ("env", "args", "expected"),
     [
         pytest.param(
-            SEED_INI,
             {"DBTOOLKIT_SEED": "5"},
             ("--dbtoolkit-seed=7", "--dbtoolkit-factories=catalog_factories"),
             "schema {path}/alembic.ini (from ini), head bbb2; "
             "factories catalog_factories (from cli), 2 bound; seed 7 (from cli); "
             "leaks fail (from default); driver psycopg2 (from default)",
             id="cli-beats-env-and-ini",
+            marks=pytest.mark.catalog(settings=SEED_INI),
         ),
         pytest.param(
-            SEED_INI,
             {
                 "DBTOOLKIT_SEED": "5",
                 "DBTOOLKIT_ALEMBIC_INI": "alembic.ini",
@@ -275,39 +271,38 @@ SEED_INI = CATALOG_SETTINGS + "dbtoolkit_seed = 3\n"
             "factories catalog_factories (from ini), 2 bound; seed 5 (from env); "
             "leaks warn (from cli); driver psycopg (from env)",
             id="env-beats-ini",
+            marks=pytest.mark.catalog(settings=SEED_INI),
         ),
         pytest.param(
-            "",
             {},
             (),
             "schema {path}/alembic.ini (from default), head bbb2; "
             "factories none (from default), 0 bound; seed 0 (from default); "
             "leaks fail (from default); driver psycopg2 (from default)",
             id="defaults",
+            marks=pytest.mark.catalog(settings=""),
         ),
     ],
 )
 def test_header_names_each_setting_and_where_it_came_from(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
-    settings: str,
     env: dict[str, str],
     args: tuple[str, ...],
     expected: str,
 ) -> None:
-    catalog_project(pytester, settings=settings)
-    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    catalog.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    result = run(pytester, "--co", *args)
+    result = run_in_process(catalog, "--co", *args)
     result.assert_outcomes()
-    assert f"dbtoolkit: {expected.format(path=pytester.path)}" in result.outlines
+    assert f"dbtoolkit: {expected.format(path=catalog.path)}" in result.outlines
 
 
-def test_a_seed_that_is_not_a_number_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester, settings=SEED_INI)
-    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
-    result = run(pytester, "--dbtoolkit-seed=abc")
+@pytest.mark.catalog(settings=SEED_INI)
+def test_a_seed_that_is_not_a_number_is_a_usage_error(catalog: pytest.Pytester) -> None:
+    catalog.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = run_in_process(catalog, "--dbtoolkit-seed=abc")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.lines[0] == (
         "ERROR: dbtoolkit seed must be a whole number, got 'abc' (from cli); "
@@ -316,32 +311,32 @@ def test_a_seed_that_is_not_a_number_is_a_usage_error(pytester: pytest.Pytester)
 
 
 @pytest.mark.parametrize(
-    ("settings", "args", "error"),
+    ("args", "error"),
     [
         pytest.param(
-            CATALOG_SETTINGS,
             ("--dbtoolkit-factories=nope",),
             "factories module 'nope' could not be imported: "
             "ModuleNotFoundError: No module named 'nope'",
             id="cli-missing-module",
         ),
         pytest.param(
-            "dbtoolkit_factories =\n    catalog_factories\n    broken_factories\n",
             (),
             "factories module 'broken_factories' could not be imported: RuntimeError: boom",
             id="ini-module-that-raises",
+            marks=pytest.mark.catalog(
+                settings="dbtoolkit_factories =\n    catalog_factories\n    broken_factories\n"
+            ),
         ),
     ],
 )
 def test_a_factories_module_that_does_not_import_is_a_usage_error(
-    pytester: pytest.Pytester, settings: str, args: tuple[str, ...], error: str
+    catalog: pytest.Pytester, args: tuple[str, ...], error: str
 ) -> None:
-    catalog_project(pytester, settings=settings)
-    pytester.makepyfile(
+    catalog.makepyfile(
         broken_factories='raise RuntimeError("boom")\n',
         test_nothing="def test_nothing():\n    pass\n",
     )
-    result = run(pytester, *args)
+    result = run_in_process(catalog, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.lines[0] == (
         f"ERROR: {error}; fix the module or the dbtoolkit_factories setting (--dbtoolkit-factories)"
@@ -351,13 +346,12 @@ def test_a_factories_module_that_does_not_import_is_a_usage_error(
 # --- Errors in the tests themselves -----------------------------------------------
 
 
-def test_a_missing_alembic_ini_errors_every_database_test(pytester: pytest.Pytester) -> None:
-    catalog_project(
-        pytester,
-        settings="dbtoolkit_alembic_ini = missing/alembic.ini\n"
-        "dbtoolkit_factories = catalog_factories\n",
-    )
-    pytester.makepyfile(
+@pytest.mark.catalog(
+    settings="dbtoolkit_alembic_ini = missing/alembic.ini\n"
+    "dbtoolkit_factories = catalog_factories\n"
+)
+def test_a_missing_alembic_ini_errors_every_database_test(catalog: pytest.Pytester) -> None:
+    catalog.makepyfile(
         test_books="""
         def test_one(db_session):
             pass
@@ -369,10 +363,10 @@ def test_a_missing_alembic_ini_errors_every_database_test(pytester: pytest.Pytes
             pass
         """
     )
-    result = run(pytester)
+    result = run(catalog)
     result.assert_outcomes(passed=1, errors=2)
     message = (
-        f"alembic.ini not found at {pytester.path}/missing/alembic.ini; point "
+        f"alembic.ini not found at {catalog.path}/missing/alembic.ini; point "
         "--dbtoolkit-alembic-ini (ini key dbtoolkit_alembic_ini) at your project's alembic.ini"
     )
     assert result.outlines.count(f"ConfigError: {message}") == 2
@@ -380,10 +374,9 @@ def test_a_missing_alembic_ini_errors_every_database_test(pytester: pytest.Pytes
 
 
 def test_a_factory_outside_a_database_test_fails_with_what_to_request(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(
+    catalog.makepyfile(
         test_books="""
         from catalog_factories import AuthorFactory, BookFactory
 
@@ -394,7 +387,7 @@ def test_a_factory_outside_a_database_test_fails_with_what_to_request(
             AuthorFactory()
         """
     )
-    result = run(pytester)
+    result = run(catalog)
     result.assert_outcomes(passed=1, failed=1)
     message = (
         "NoSessionError: a factory tried to create a row outside a database test; request the "
@@ -423,10 +416,9 @@ FAILING_TESTS = """
 
 
 def test_a_failing_test_reports_its_seed_and_reproduces_its_data(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_seeded=FAILING_TESTS)
+    catalog.makepyfile(test_seeded=FAILING_TESTS)
     seed = seed_for(0, "test_seeded.py::test_fails_with_data")
     seed_line = (
         f"Faker/factory_boy seed of this test: {seed} (derived from its node id and "
@@ -436,7 +428,7 @@ def test_a_failing_test_reports_its_seed_and_reproduces_its_data(
     )
     data = []
     for args in [(), ("--reverse",)]:
-        result = run(pytester, *args)
+        result = run(catalog, *args)
         result.assert_outcomes(passed=1, failed=1)
         result.stdout.fnmatch_lines(["*- dbtoolkit -*", seed_line])
         assert result.outlines.count(seed_line) == 1
@@ -444,14 +436,13 @@ def test_a_failing_test_reports_its_seed_and_reproduces_its_data(
     assert len(data[0]) == 1
     assert data[0] == data[1]
     # The command the report gives reruns the test alone, with the same data.
-    alone = run(pytester, "test_seeded.py::test_fails_with_data", "--dbtoolkit-seed=0")
+    alone = run(catalog, "test_seeded.py::test_fails_with_data", "--dbtoolkit-seed=0")
     alone.assert_outcomes(failed=1)
     assert [line for line in alone.outlines if line.startswith("data: ")] == data[0]
 
 
-def test_a_raw_commit_fails_the_test_and_the_next_test_starts_clean(pytester: pytest.Pytester):
-    catalog_project(pytester)
-    pytester.makepyfile(
+def test_a_raw_commit_fails_the_test_and_the_next_test_starts_clean(catalog: pytest.Pytester):
+    catalog.makepyfile(
         test_commit="""
         from sqlalchemy import text
 
@@ -471,7 +462,7 @@ def test_a_raw_commit_fails_the_test_and_the_next_test_starts_clean(pytester: py
             assert db_session.scalar(text("SELECT count(*) FROM authors")) == 0
         """
     )
-    result = run(pytester)
+    result = run(catalog)
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -521,8 +512,7 @@ def test_laid_again_has_new_rows_with_the_same_values(db_session, seeded_authors
 
 
 def test_consecutive_tests_share_their_seeds_and_each_starts_from_them(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_shared=SHARED_SEED_TESTS)
-    run(pytester).assert_outcomes(passed=5)
+    catalog.makepyfile(test_shared=SHARED_SEED_TESTS)
+    run(catalog).assert_outcomes(passed=5)

@@ -7,7 +7,7 @@ only what its block runs, whatever ran before it and in whatever order.
 from __future__ import annotations
 
 import pytest
-from catalog import catalog_project, run
+from catalog import run
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.orm import selectinload
 
@@ -257,11 +257,10 @@ COUNTING_TESTS = """
     ],
 )
 def test_a_count_exceeded_fails_the_test_with_every_statement(
-    pytester: pytest.Pytester, fixture: str, header: str
+    catalog: pytest.Pytester, fixture: str, header: str
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_counting=COUNTING_TESTS.replace("{fixture}", fixture))
-    result = run(pytester)
+    catalog.makepyfile(test_counting=COUNTING_TESTS.replace("{fixture}", fixture))
+    result = run(catalog)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [

@@ -9,12 +9,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from catalog import catalog_project, run
+import pytest
+from catalog import run
 
 COUNT_MIGRATION = (
     'import pathlib; log = pathlib.Path(__file__).parents[2] / "migrations.log"; '
     'log.write_text((log.read_text() if log.exists() else "") + "ran\\n")'
 )
+
+# Each test's runs have a pytest cache of their own, whose contents they look at.
+pytestmark = pytest.mark.catalog(second_revision=COUNT_MIGRATION, own_cache=True)
 
 WORKER_TESTS = """
 from sqlalchemy import text
@@ -38,50 +42,48 @@ def test_four(db_session, pytestconfig):
 """
 
 
-def migrations_run(pytester) -> int:
-    log = pytester.path / "migrations.log"
+def migrations_run(catalog) -> int:
+    log = catalog.path / "migrations.log"
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-def first_run(pytester) -> None:
-    """Run the worker tests once in a new catalog project that counts its migrations."""
-    catalog_project(pytester, second_revision=COUNT_MIGRATION)
-    pytester.makepyfile(test_workers=WORKER_TESTS)
-    run(pytester).assert_outcomes(passed=4)
+def first_run(catalog) -> None:
+    """Run the worker tests once in the catalog project that counts its migrations."""
+    catalog.makepyfile(test_workers=WORKER_TESTS)
+    run(catalog).assert_outcomes(passed=4)
 
 
-def saved(pytester) -> Path:
+def saved(catalog) -> Path:
     """The project's saved data directories, in pytest's cache."""
-    return pytester.path / ".pytest_cache" / "d" / "dbtoolkit"
+    return catalog.path / ".pytest_cache" / "d" / "dbtoolkit"
 
 
-def test_xdist_workers_share_one_migration_and_each_has_its_own_copy(pytester):
-    catalog_project(pytester, second_revision=COUNT_MIGRATION)
-    pytester.makepyfile(test_workers=WORKER_TESTS)
-    result = run(pytester, "-n", "2", "-p", "no:cacheprovider")
+def test_xdist_workers_share_one_migration_and_each_has_its_own_copy(catalog):
+    catalog.makepyfile(test_workers=WORKER_TESTS)
+    result = run(catalog, "-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
-    assert migrations_run(pytester) == 1
+    assert migrations_run(catalog) == 1
 
 
-def test_a_second_run_reuses_the_migrated_data_directory_until_a_migration_changes(pytester):
-    first_run(pytester)
-    run(pytester).assert_outcomes(passed=4)
-    assert migrations_run(pytester) == 1
+def test_a_second_run_reuses_the_migrated_data_directory_until_a_migration_changes(catalog):
+    first_run(catalog)
+    run(catalog).assert_outcomes(passed=4)
+    assert migrations_run(catalog) == 1
 
-    change_a_migration(pytester)
-    run(pytester).assert_outcomes(passed=4)
-    assert migrations_run(pytester) == 2
+    change_a_migration(catalog)
+    run(catalog).assert_outcomes(passed=4)
+    assert migrations_run(catalog) == 2
 
 
-def test_a_damaged_saved_data_directory_is_rebuilt_not_an_error(pytester):
-    first_run(pytester)
-    (data,) = saved(pytester).glob("*/data")
+def test_a_damaged_saved_data_directory_is_rebuilt_not_an_error(catalog):
+    first_run(catalog)
+    (data,) = saved(catalog).glob("*/data")
     shutil.rmtree(data / "base")  # every database's files, as a disk clean-up might
 
-    run(pytester).assert_outcomes(passed=4)
-    assert migrations_run(pytester) == 2
-    run(pytester).assert_outcomes(passed=4)
-    assert migrations_run(pytester) == 2
+    run(catalog).assert_outcomes(passed=4)
+    assert migrations_run(catalog) == 2
+    run(catalog).assert_outcomes(passed=4)
+    assert migrations_run(catalog) == 2
 
 
 ORIGIN_TEST = """
@@ -96,45 +98,44 @@ def test_the_server_runs_on_a_copy_of_the_saved_initdb(db_session):
 """
 
 
-def change_a_migration(pytester) -> None:
-    revision = pytester.path / "migrations" / "versions" / "bbb2_books.py"
+def change_a_migration(catalog) -> None:
+    revision = catalog.path / "migrations" / "versions" / "bbb2_books.py"
     revision.write_text(revision.read_text() + "\n# a changed migration\n")
 
 
-def saved_initdb(pytester) -> Path:
-    (data,) = (saved(pytester) / "initdb").glob("*/data")
+def saved_initdb(catalog) -> Path:
+    (data,) = (saved(catalog) / "initdb").glob("*/data")
     return data
 
 
-def test_once_migrations_change_initdb_is_saved_and_the_next_change_only_migrates(pytester):
-    first_run(pytester)
-    assert not (saved(pytester) / "initdb").exists()
+def test_once_migrations_change_initdb_is_saved_and_the_next_change_only_migrates(catalog):
+    first_run(catalog)
+    assert not (saved(catalog) / "initdb").exists()
 
-    change_a_migration(pytester)
-    run(pytester).assert_outcomes(passed=4)
-    (saved_initdb(pytester) / "copied-from-the-saved-initdb").touch()
+    change_a_migration(catalog)
+    run(catalog).assert_outcomes(passed=4)
+    (saved_initdb(catalog) / "copied-from-the-saved-initdb").touch()
 
-    change_a_migration(pytester)
-    pytester.makepyfile(test_origin=ORIGIN_TEST)
-    run(pytester).assert_outcomes(passed=5)
-    assert migrations_run(pytester) == 3
-
-
-def test_a_damaged_saved_initdb_is_rebuilt_not_an_error(pytester):
-    first_run(pytester)
-    change_a_migration(pytester)
-    run(pytester).assert_outcomes(passed=4)
-    shutil.rmtree(saved_initdb(pytester) / "global")  # the cluster's own catalogs
-
-    change_a_migration(pytester)
-    run(pytester).assert_outcomes(passed=4)
-    assert migrations_run(pytester) == 3
-    assert (saved_initdb(pytester) / "global" / "pg_control").is_file()
+    change_a_migration(catalog)
+    catalog.makepyfile(test_origin=ORIGIN_TEST)
+    run(catalog).assert_outcomes(passed=5)
+    assert migrations_run(catalog) == 3
 
 
-def test_without_pytests_cache_every_run_migrates(pytester):
-    catalog_project(pytester, second_revision=COUNT_MIGRATION)
-    pytester.makepyfile(test_workers=WORKER_TESTS)
+def test_a_damaged_saved_initdb_is_rebuilt_not_an_error(catalog):
+    first_run(catalog)
+    change_a_migration(catalog)
+    run(catalog).assert_outcomes(passed=4)
+    shutil.rmtree(saved_initdb(catalog) / "global")  # the cluster's own catalogs
+
+    change_a_migration(catalog)
+    run(catalog).assert_outcomes(passed=4)
+    assert migrations_run(catalog) == 3
+    assert (saved_initdb(catalog) / "global" / "pg_control").is_file()
+
+
+def test_without_pytests_cache_every_run_migrates(catalog):
+    catalog.makepyfile(test_workers=WORKER_TESTS)
     for _ in range(2):
-        run(pytester, "-p", "no:cacheprovider").assert_outcomes(passed=4)
-    assert migrations_run(pytester) == 2
+        run(catalog, "-p", "no:cacheprovider").assert_outcomes(passed=4)
+    assert migrations_run(catalog) == 2

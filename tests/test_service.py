@@ -9,11 +9,12 @@ as the service defined them: a leak would fail some copy in any order. The inner
 runs at the end show that without db_bind the same commit is a real leak.
 """
 
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import service
-from catalog import CATALOG_CONFTEST, catalog_project, run
+from catalog import run
 from sqlalchemy import event, func, select
 
 from dbtoolkit.isolation import joined
@@ -243,9 +244,8 @@ INNER_SERVICE = """
             return session.scalar(select(func.count()).select_from(Author))
 """
 
-INNER_CONFTEST = (
-    CATALOG_CONFTEST
-    + """
+# Added to the catalog's conftest.
+APP_ENGINE = """
     import pytest
     from sqlalchemy import create_engine, pool
 
@@ -261,7 +261,6 @@ INNER_CONFTEST = (
         yield app_engine
         app_engine.dispose()
 """
-)
 
 INNER_SERVICE_TESTS = """
     from sqlalchemy import func, select
@@ -300,13 +299,14 @@ INNER_SERVICE_TESTS = """
 
 
 def test_the_service_engine_on_the_test_database_joins_the_test_with_or_without_db_bind(
-    pytester: pytest.Pytester,
+    catalog: pytest.Pytester,
 ) -> None:
-    catalog_project(pytester)
-    pytester.makepyfile(
-        conftest=INNER_CONFTEST, catalog_service=INNER_SERVICE, test_service=INNER_SERVICE_TESTS
+    catalog.makepyfile(
+        conftest=(catalog.path / "conftest.py").read_text() + textwrap.dedent(APP_ENGINE),
+        catalog_service=INNER_SERVICE,
+        test_service=INNER_SERVICE_TESTS,
     )
-    result = run(pytester, "-v")
+    result = run(catalog, "-v")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         [
