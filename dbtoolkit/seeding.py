@@ -127,13 +127,15 @@ def _async_session() -> Any:
     return current_async_session()
 
 
-_bound: list[FactoryClass] = []  # the factories ``bind`` bound, flushed together
+# Every factory ``bind`` bound in this process, flushed together. A run inside another
+# (pytester's in-process runs) binds its own too; the outer run's stay bound.
+_bound: list[FactoryClass] = []
 
 
 def bind(factories: Iterable[FactoryClass]) -> None:
     """Make every factory create through ``current_session``."""
     factories = tuple(factories)
-    _bound[:] = factories
+    _bound.extend(cls for cls in factories if cls not in _bound)
     boy = _boy(factories)
     for factory_class in factories:
         if factory_class in boy:

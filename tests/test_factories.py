@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from dbtoolkit import seeding
@@ -296,3 +296,17 @@ def test_test_body_makes_the_same_data_whatever_the_randomly_seed(inner_project)
     second = inner_project.runpytest_subprocess("-p", "randomly", "--randomly-seed=2", "-s")
 
     assert printed_values(first) == printed_values(second)
+
+
+def test_a_run_inside_this_one_leaves_our_factories_flushed_together(db_session):
+    class InnerRunsFactory(OrganizationFactory):  # what an in-process inner run binds
+        pass
+
+    seeding.bind([InnerRunsFactory])
+    flushes: list[object] = []
+    event.listen(db_session, "after_flush", lambda *args: flushes.append(args))
+
+    users = seeding.create_flushed(db_session, UserFactory, 3, {})
+
+    assert len(flushes) == 1  # not one per SubFactory's organization
+    assert all(user.organization.id is not None for user in users)
