@@ -63,6 +63,15 @@ class Run:
         env.pop("PYTEST_ADDOPTS", None)
         if not reaper_on:
             env[reaper.SWITCH] = "off"
+        # A run without a reaper keeps its record where no other run's sweep looks (runs
+        # on other xdist workers start servers, sweeping what dead owners left first),
+        # so that its leak shows; runs given one TMPDIR see each other's records.
+        own_tmp = env.get("TMPDIR") or (None if reaper_on else str(pytester.path / f"{name}-tmp"))
+        self.roots = ROOTS
+        if own_tmp:
+            Path(own_tmp).mkdir(exist_ok=True)
+            env["TMPDIR"] = own_tmp
+            self.roots = (*ROOTS, own_tmp)
         self.output = pytester.path / f"{name}.txt"
         with self.output.open("w") as output:
             self.process = subprocess.Popen(
@@ -105,7 +114,7 @@ def start(pytester: pytest.Pytester, shared_cache: Path) -> Iterator[Callable[..
     yield started
     for run in runs:
         run.end()
-    reaper.sweep(ROOTS)  # what the runs without a reaper left
+    reaper.sweep({root for run in runs for root in run.roots})  # what no reaper removed
 
 
 def alive(pid: int) -> bool:
@@ -132,10 +141,10 @@ def server_processes(data: Path) -> set[int]:
     return {postmaster_pid, *children}
 
 
-def records_of(data: Path) -> list[Path]:
+def records_of(data: Path, roots: tuple[str, ...] = ROOTS) -> list[Path]:
     """The reaper's records that name ``data``."""
     found = []
-    for root in ROOTS:
+    for root in roots:
         for record in Path(root).glob(f"{reaper.HOME_PREFIX}*/{reaper.RECORD}"):
             with suppress(OSError, ValueError):
                 if json.loads(record.read_text())["data"] == str(data):
@@ -143,12 +152,14 @@ def records_of(data: Path) -> list[Path]:
     return found
 
 
-def left_after(data: Path, processes: set[int], limit: float) -> tuple[list[str], float]:
+def left_after(
+    data: Path, processes: set[int], limit: float, roots: tuple[str, ...] = ROOTS
+) -> tuple[list[str], float]:
     """What is left of the server on ``data`` once clean or after ``limit``; the time taken."""
     started = time.monotonic()
     while True:
         left = [f"process {pid}" for pid in sorted(processes) if alive(pid)]
-        left += [str(path) for path in (data.parent, *records_of(data)) if path.exists()]
+        left += [str(path) for path in (data.parent, *records_of(data, roots)) if path.exists()]
         waited = time.monotonic() - started
         if not left or waited > limit:
             return left, waited
@@ -186,10 +197,10 @@ def test_a_killed_run_leaves_no_server_and_no_files(start, mode: str, reaper_on:
     run = start(*MODES[mode], reaper_on=reaper_on)
     data = run.data_directory()
     processes = server_processes(data)
-    assert records_of(data)
+    assert records_of(data, run.roots)
 
     kill(run, mode.removesuffix(" of the xdist controller"))
-    left, waited = left_after(data, processes, limit=LIMIT)
+    left, waited = left_after(data, processes, limit=LIMIT, roots=run.roots)
     print(f"{mode}, reaper {reaper_on}: {waited:.2f} s from the kill to a clean machine")  # -rP
     if reaper_on:
         assert not left, f"left {waited:.1f} s after the kill: {left}"
@@ -201,8 +212,8 @@ def test_a_killed_run_leaves_no_server_and_no_files(start, mode: str, reaper_on:
     # least its files: a process-group kill may take a postmaster in the group with it);
     # the next run's sweep removes it.
     assert left, f"without the reaper, nothing was left {waited:.1f} s after the kill"
-    reaper.sweep(ROOTS)
-    assert not left_after(data, processes, limit=LIMIT)[0]
+    reaper.sweep(run.roots)
+    assert not left_after(data, processes, limit=LIMIT, roots=run.roots)[0]
 
 
 # The catalog's last revision, when REAPER_HANG is set: says where its server's data
@@ -232,20 +243,22 @@ def test_a_run_killed_during_its_migrations_leaves_nothing_and_the_next_is_green
     assert "1 passed" in next_run.output.read_text()
 
 
-def test_the_next_run_stops_a_killed_runs_server_and_never_a_live_one(start) -> None:
-    live, killed = start(reaper_on=False), start(reaper_on=False)  # in the same second
+def test_the_next_run_stops_a_killed_runs_server_and_never_a_live_one(start, tmp_path) -> None:
+    shared = str(tmp_path / "tmp")  # the three runs' records, out of other runs' sight
+    live = start(reaper_on=False, TMPDIR=shared)
+    killed = start(reaper_on=False, TMPDIR=shared)  # in the same second
     live_data, data = live.data_directory(), killed.data_directory()
     processes = server_processes(data)
     kill(killed, "SIGKILL of pytest")
     killed.process.wait()
     assert alive(postmaster(data))
 
-    start("-k", "test_one").data_directory()  # it started a server, sweeping first
-    left, waited = left_after(data, processes, limit=LIMIT)
+    start("-k", "test_one", TMPDIR=shared).data_directory()  # it swept, then started
+    left, waited = left_after(data, processes, limit=LIMIT, roots=live.roots)
     assert not left, f"left {waited:.1f} s after the next run started: {left}"
     assert live.process.poll() is None
     assert alive(postmaster(live_data))
-    assert records_of(live_data)
+    assert records_of(live_data, live.roots)
 
 
 # --- The records, in-process --------------------------------------------------------
