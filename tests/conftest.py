@@ -21,6 +21,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "catalog(settings=..., second_revision=..., own_cache=False): "
         "the variant of the catalog project the catalog fixture copies",
     )
+    # anyio's own plugin registers it, where anyio is installed ([test], not [async]).
+    config.addinivalue_line("markers", "anyio: run the test on anyio's runner")
 
 
 @pytest.fixture(autouse=True)
