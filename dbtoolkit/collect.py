@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from dbtoolkit import migrations
-from dbtoolkit.cache import CHECKS
 from dbtoolkit.errors import DbtoolkitError, HistoryError, ServerError
 from dbtoolkit.fixtures import STATE
 from dbtoolkit.server import Server, binary_version, find_pg_ctl, postgresql_config
 from dbtoolkit.settings import Settings
+
+if TYPE_CHECKING:  # imported once the checks are on: every run collects through here
+    from dbtoolkit import migrations
 
 # Which walk of the history each check comes from.
 WALKS = {
@@ -53,6 +55,9 @@ def checks_file(file_path: Path, parent: pytest.Collector) -> MigrationChecks | 
 
 def plan_for(config: pytest.Config) -> migrations.Plan:
     """What the checks have to do in this process, worked out once (no database)."""
+    from dbtoolkit import migrations
+    from dbtoolkit.cache import CHECKS
+
     state = config.stash[STATE]
     if state.checks is None:
         try:
@@ -68,6 +73,8 @@ def plan_for(config: pytest.Config) -> migrations.Plan:
 
 def header(config: pytest.Config) -> str:
     """The header line: the key, and which checks pass from the cache."""
+    from dbtoolkit import migrations
+
     source = config.stash[STATE].settings.sources["check_migrations"]
     try:
         plan = plan_for(config)
@@ -87,6 +94,8 @@ class MigrationChecks(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         """One item per check; under xdist, ask for the server if any will need it."""
+        from dbtoolkit import migrations
+
         try:
             cached = plan_for(self.config).cached
         except DbtoolkitError:
@@ -99,6 +108,8 @@ class MigrationChecks(pytest.File):
 
     def _check(self, check: str) -> Callable[[pytest.FixtureRequest], None]:
         def run(request: pytest.FixtureRequest) -> None:
+            from dbtoolkit import migrations
+
             plan = plan_for(self.config)
             if check in plan.cached:
                 return
@@ -117,6 +128,8 @@ class MigrationChecks(pytest.File):
         return run
 
     def _walk(self, walk: str, plan: migrations.Plan, server: Server) -> dict[str, str]:
+        from dbtoolkit import migrations
+
         if walk in self.failures:
             return self.failures[walk]
         workspace = self.config.stash[STATE].migration_workspace(server)

@@ -17,21 +17,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import URL
-from sqlalchemy.orm import Session
 
-from dbtoolkit import isolation, leaks, migrations, provision, queries, reaper, seeding
+from dbtoolkit import reaper, seeding
 from dbtoolkit.errors import ConfigError
 from dbtoolkit.guard import GUARD, Guard
-from dbtoolkit.sandbox import Sandbox, own
+from dbtoolkit.place import Handoff, Place, Provisioned
 from dbtoolkit.server import Server, postgresql_config
 from dbtoolkit.settings import Settings
 
+# SQLAlchemy, the drivers, Alembic and the modules that use them are imported in the
+# fixtures, once a test asks for the database: every run imports this module.
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.orm import Session
 
-    from dbtoolkit import aio
+    from dbtoolkit import aio, isolation, leaks, migrations, queries
+    from dbtoolkit.sandbox import Sandbox
 
 
 @dataclass
@@ -40,8 +43,8 @@ class RunState:
 
     settings: Settings
     factories: tuple[seeding.FactoryClass, ...]
-    place: provision.Place  # the run's id and server, and this process's database
-    handoff: provision.Handoff | None  # under xdist: where the controller provides
+    place: Place  # the run's id and server, and this process's database
+    handoff: Handoff | None  # under xdist: where the controller provides
     database: isolation.RunDatabase | None = None
     sandbox: Sandbox | None = None  # while the test database exists
     connection: isolation.SharedConnection[seeding.Laid] | None = None
@@ -78,6 +81,8 @@ class RunState:
         database = self.database
         if database is None or database.watch is None:
             return []
+        from dbtoolkit import leaks
+
         return leaks.check(database.watch, self.put_right)
 
     def put_right(self, resetting: object = None) -> None:
@@ -133,6 +138,8 @@ class RunState:
         self, server_version: str, index: Path | None = None
     ) -> migrations.History:
         """The Alembic history, read once, keyed for a server of ``server_version``."""
+        from dbtoolkit import migrations
+
         if self.history is None:
             server = migrations.server_id(self.settings, server_version)
             self.history = migrations.History.load(self.settings, server, index)
@@ -146,6 +153,8 @@ class RunState:
                 "--dbtoolkit-database (testing in one database as it is) rules out; run them "
                 "without --dbtoolkit-database, on a role that may create databases"
             )
+        from dbtoolkit import migrations
+
         # Copies at revisions are kept only where they are saved: in a server we started.
         keep = self.settings.url is None
         return migrations.Workspace(server.url(), self.place.run, self.own_database_name, keep)
@@ -186,7 +195,9 @@ def dbtoolkit_guard() -> Guard:
 
 
 @pytest.fixture(scope="session")
-def _dbtoolkit_provisioned(pytestconfig: pytest.Config) -> Iterator[provision.Provisioned]:
+def _dbtoolkit_provisioned(pytestconfig: pytest.Config) -> Iterator[Provisioned]:
+    from dbtoolkit import provision
+
     state = pytestconfig.stash[STATE]
     state.block()
     place = state.place
@@ -198,7 +209,7 @@ def _dbtoolkit_provisioned(pytestconfig: pytest.Config) -> Iterator[provision.Pr
         # No worker's collected tests asked: this one asked through getfixturevalue().
         # It gets a server of its own, and the application learns of it late.
         pg = postgresql_config(pytestconfig)
-        place = provision.Place.plan(state.settings, pg, f"{place.run}_{place.worker}", "own")
+        place = Place.plan(state.settings, pg, f"{place.run}_{place.worker}", "own")
         os.environ.update(place.environment(state.settings.env))
         state.place = place
         state.block()
@@ -213,7 +224,7 @@ def _dbtoolkit_provisioned(pytestconfig: pytest.Config) -> Iterator[provision.Pr
 
 
 @pytest.fixture(scope="session")
-def dbtoolkit_server(_dbtoolkit_provisioned: provision.Provisioned) -> Server:
+def dbtoolkit_server(_dbtoolkit_provisioned: Provisioned) -> Server:
     """The PostgreSQL server of this run (session scope).
 
     Either the one ``--dbtoolkit-url`` names, or one started with pytest-postgresql's
@@ -224,7 +235,7 @@ def dbtoolkit_server(_dbtoolkit_provisioned: provision.Provisioned) -> Server:
 
 
 @pytest.fixture(scope="session")
-def dbtoolkit_template(_dbtoolkit_provisioned: provision.Provisioned) -> str:
+def dbtoolkit_template(_dbtoolkit_provisioned: Provisioned) -> str:
     """The name of the database Alembic migrated to head, once per run (session scope).
 
     In a server dbtoolkit starts, the migrated data directory is saved in pytest's
@@ -242,6 +253,9 @@ def dbtoolkit_database(
     With ``--dbtoolkit-database``, that database itself. From the moment it exists,
     every test is checked for rows committed outside its transaction (leaks).
     """
+    from dbtoolkit import isolation, leaks
+    from dbtoolkit.sandbox import Sandbox
+
     state = pytestconfig.stash[STATE]
     with ExitStack() as stack:
         state.sandbox = Sandbox(state.place.host, state.place.port, state.place.database)
@@ -277,6 +291,10 @@ def engine(pytestconfig: pytest.Config, dbtoolkit_database: URL) -> Iterator[Eng
 
     Its driver is the ``driver`` setting (psycopg2 or psycopg).
     """
+    from sqlalchemy import create_engine
+
+    from dbtoolkit.sandbox import own
+
     state = pytestconfig.stash[STATE]
     engine = own(create_engine(dbtoolkit_database.set(drivername=state.settings.dbapi_name)))
     if state.database is not None:  # its pool goes when the database is recreated
@@ -296,6 +314,8 @@ def dbtoolkit_connection(
     for real (a raw COMMIT, or code with a connection of its own), the database is
     recreated from the template.
     """
+    from dbtoolkit import isolation
+
     state = pytestconfig.stash[STATE]
     with isolation.SharedConnection[seeding.Laid](
         engine, on_escape=lambda: state.put_right(state.connection)
@@ -380,6 +400,8 @@ def db_session(request: pytest.FixtureRequest, _dbtoolkit_test: list[Session]) -
 
 
 def _own_database(request: pytest.FixtureRequest, state: RunState) -> Iterator[Session]:
+    from dbtoolkit import isolation
+
     if state.settings.database:
         raise ConfigError(
             'isolation="database" clones the template into a new database, which '
@@ -456,6 +478,8 @@ def at_revision(
     server has one, else migrated from empty by the project's env.py; all are dropped
     after the test. The template the other tests use is never touched.
     """
+    from dbtoolkit import migrations
+
     state = pytestconfig.stash[STATE]
     history = state.migration_history(dbtoolkit_server.version)
     workspace = state.migration_workspace(dbtoolkit_server)
@@ -472,6 +496,8 @@ def db_bind(request: pytest.FixtureRequest, db_session: Session) -> Iterator[Cal
     join the test's transaction: what it commits is rolled back with the test, and it
     sees the test's seed rows and factory objects. The makers are restored afterwards.
     """
+    from dbtoolkit import isolation
+
     with ExitStack() as stack:
 
         def bind(*makers: Any) -> None:
@@ -566,6 +592,8 @@ def assert_num_queries(db_session: Session) -> queries.QueryAssertion:
             with assert_num_queries(2):
                 render_users_page(db_session)
     """
+    from dbtoolkit import queries
+
     return _query_assertion(db_session, queries.assert_num_queries)
 
 
@@ -579,6 +607,8 @@ def assert_max_num_queries(db_session: Session) -> queries.QueryAssertion:
             with assert_max_num_queries(3):
                 render_users_page(db_session)
     """
+    from dbtoolkit import queries
+
     return _query_assertion(db_session, queries.assert_max_num_queries)
 
 
@@ -598,6 +628,7 @@ def dbtoolkit_async_engine(
     Its driver is the ``async_driver`` setting (asyncpg, or psycopg).
     """
     from dbtoolkit import aio
+    from dbtoolkit.sandbox import own
 
     engine = aio.unpooled_engine(
         dbtoolkit_database.set(drivername=dbtoolkit_settings.async_dbapi_name)
@@ -678,6 +709,8 @@ def async_db_bind(async_db_session: AsyncSession) -> Iterator[Callable[..., None
     The application's ``async_sessionmaker`` (or ``async_scoped_session``) opens
     its sessions on the test's connection, in SAVEPOINTs, until the test ends.
     """
+    from dbtoolkit import isolation
+
     with ExitStack() as stack:
 
         def bind(*makers: Any) -> None:

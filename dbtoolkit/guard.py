@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from sqlalchemy.engine import URL
-
 from dbtoolkit.errors import OutsideDatabaseError
 
 _LOOPBACK = {"", "localhost", "127.0.0.1", "::1"}
@@ -72,6 +70,8 @@ class Target:
         """The target as a URL; it never holds a password."""
         host = self.host or os.environ.get("PGHOST") or "localhost"
         port = int(self.port or os.environ.get("PGPORT") or 5432)
+        from sqlalchemy.engine import URL
+
         return URL.create(
             "postgresql", username=self.user, host=host, port=port, database=self.database
         ).render_as_string(hide_password=True)

@@ -52,12 +52,13 @@ from sqlalchemy.pool import NullPool
 
 from dbtoolkit import cache, schema
 from dbtoolkit.errors import ConfigError, HistoryError
+from dbtoolkit.place import PREFIX
 from dbtoolkit.settings import Settings
 
 # The checks, in the order they run.
 CHECKS = ("single_head", "upgrade", "models_match", "stairway", "downgrade_leaves_no_trace")
 # Copies of a database at a revision are named this, followed by the revision's key.
-COPY = f"{schema.PREFIX}rev_"
+COPY = f"{PREFIX}rev_"
 # Bump when what a key stands for changes meaning.
 FORMAT = "1"
 IRREVERSIBLE = "--dbtoolkit-irreversible (ini dbtoolkit_irreversible)"

@@ -1,7 +1,9 @@
 """The pytest plugin: options, markers, the header, reports and the hooks around each test.
 
 The fixtures live in ``dbtoolkit.fixtures`` and are registered from here; the work
-itself is done by the library modules they call.
+itself is done by the library modules they call. Every run loads this, database tests
+or not: it and the modules it imports import neither SQLAlchemy, Alembic nor a driver
+until a collected test needs the database.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from dbtoolkit import collect, leaks, reaper, schema, seeding
+from dbtoolkit import collect, reaper, seeding
 from dbtoolkit.errors import ConfigError, DbtoolkitError, LeakWarning
 from dbtoolkit.fixtures import (  # noqa: F401 (registered as the plugin's fixtures)
     STATE,
@@ -45,7 +47,7 @@ from dbtoolkit.fixtures import (  # noqa: F401 (registered as the plugin's fixtu
     isolation_of,
 )
 from dbtoolkit.guard import GUARD
-from dbtoolkit.provision import Handoff, Place, provision
+from dbtoolkit.place import Handoff, Place
 from dbtoolkit.server import binary_version, find_pg_ctl, postgresql_config, service_user
 from dbtoolkit.settings import Settings, add_options, resolve
 
@@ -173,6 +175,8 @@ class _XdistController:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if self.handoff.asked(node.gateway.id):
+            from dbtoolkit.provision import provision
+
             state = self.config.stash[STATE]
             state.block()
             cache = getattr(self.config, "cache", None)  # absent with -p no:cacheprovider
@@ -201,20 +205,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     An xdist worker asks the controller for the database too.
     """
     state = session.config.stash[STATE]
-    # With the env setting, every test may reach the database through the application.
-    if (state.settings.env and session.items) or any(
-        PROVISIONED in getattr(item, "fixturenames", ()) or collect.needs_server(item)
-        for item in session.items
-    ):
+    if uses_database(state.settings, session.items):
         state.block()
         if state.handoff is not None:
             state.handoff.ask(state.place.worker)
 
 
+def uses_database(settings: Settings, items: list[pytest.Item]) -> bool:
+    """Whether any of the collected tests will use the database."""
+    # With the env setting, every test may reach the database through the application.
+    return bool(settings.env and items) or any(
+        PROVISIONED in getattr(item, "fixturenames", ()) or collect.needs_server(item)
+        for item in items
+    )
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say which server, schema, factories and seed this run uses, and where each came from.
 
-    Without connecting anywhere: a run whose tests use no database touches none.
+    Without connecting anywhere, and without reading the migrations: a run whose
+    tests use no database pays for neither (the head is said after collection).
     """
     state = config.stash[STATE]
     settings = state.settings
@@ -231,16 +241,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
                 server += f", run as OS user {os_user.pw_name!r} because pytest runs as root"
         except DbtoolkitError as exc:
             server = f"no server: {exc}"
-    try:
-        head = schema.head_revision(settings.alembic())
-    except DbtoolkitError as exc:
-        head = f"unknown ({exc})"
     scripts = ""
     if settings.script_location is not None:
         scripts = f", scripts {settings.describe('script_location')}"
     lines = [
         f"dbtoolkit: {server}",
-        f"dbtoolkit: schema {settings.describe('alembic_ini')}{scripts}, head {head}; "
+        f"dbtoolkit: schema {settings.describe('alembic_ini')}{scripts}; "
         f"factories {settings.describe('factories')}, {len(state.factories)} bound; "
         f"seed {settings.describe('seed')}; leaks {settings.describe('leaks')}; "
         f"driver {settings.describe('driver')}"
@@ -261,6 +267,22 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if settings.check_migrations:
         lines.append(collect.header(config))
     return lines
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """Under the header, once the tests are known to use the database: its head revision."""
+    state = config.stash[STATE]
+    if config.get_verbosity() < 0 or config.option.no_header:
+        return []
+    if not uses_database(state.settings, items):
+        return []
+    from dbtoolkit import schema
+
+    try:
+        head = schema.head_revision(state.settings.alembic())
+    except DbtoolkitError as exc:
+        head = f"unknown ({exc})"
+    return [f"dbtoolkit: migrations head {head}"]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -362,6 +384,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
         writes = state.leaked()
         if writes and sys.exc_info()[1] is None:  # else the teardown's own error is the report
             bound = TEST in item.stash and item.stash[TEST].bound
+            from dbtoolkit import leaks
+
             leaks.report(writes, state.settings.leaks, bound=bound)
 
 

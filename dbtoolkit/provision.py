@@ -3,30 +3,20 @@
 ``provision`` is what the session fixtures (or, under xdist, the controller for all
 workers) enter: it yields the server and the name of the template database that
 Alembic brought to head and ``leaks.install`` watches, and on exit removes what it
-created. ``Handoff`` carries what the xdist controller provisioned to its workers.
+created. Under xdist, ``place.Handoff`` carries it to the workers.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import pwd
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
-from port_for import get_port
 from pytest_postgresql.config import PostgreSQLConfig
-from sqlalchemy.engine import URL
 
-from dbtoolkit import cache, errors, leaks, reaper, schema
-from dbtoolkit.errors import ConfigError, DbtoolkitError, ServerError
-from dbtoolkit.guard import Boundary, endpoint
+from dbtoolkit import cache, leaks, schema
+from dbtoolkit.errors import ConfigError, ServerError
+from dbtoolkit.place import LOCAL_TEMPLATE, PREFIX, Place, Provisioned
 from dbtoolkit.server import (
     LocalServer,
     Server,
@@ -36,112 +26,6 @@ from dbtoolkit.server import (
     running_server,
 )
 from dbtoolkit.settings import Settings
-
-# The template's name in a server dbtoolkit started (and may have saved and restored).
-LOCAL_TEMPLATE = f"{schema.PREFIX}template"
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where one process's databases are, known before any server starts.
-
-    The run's server (``started``: one dbtoolkit starts, on a port chosen now; else the
-    one ``--dbtoolkit-url`` names), the role, and this process's own database: a copy
-    of the template named for the run and the xdist worker, or ``--dbtoolkit-database``.
-    """
-
-    run: str
-    worker: str
-    host: str
-    port: int
-    user: str
-    password: str | None
-    started: bool
-    as_is: str | None = None
-
-    @classmethod
-    def plan(
-        cls, settings: Settings, pg: PostgreSQLConfig, run: str, worker: str, port: int = 0
-    ) -> Place:
-        """The place of ``run``'s databases, on ``port``, or ``pg.port``, or a free port."""
-        if settings.url is not None:
-            url = settings.url
-            return cls(
-                run,
-                worker,
-                host=url.host or "localhost",
-                port=url.port or 5432,
-                user=url.username or pwd.getpwuid(os.geteuid()).pw_name,
-                password=url.password,
-                started=False,
-                as_is=settings.database,
-            )
-        chosen = port or get_port(pg.port)
-        assert chosen is not None
-        return cls(run, worker, pg.host, chosen, pg.user, pg.password, started=True)
-
-    @property
-    def database(self) -> str:
-        """The database this process tests in."""
-        return self.as_is or f"{schema.PREFIX}{self.run}_{self.worker}"
-
-    def owns(self, database: str) -> bool:
-        """Whether ``database`` is one of the run's own."""
-        return (
-            database.startswith(f"{schema.PREFIX}{self.run}_")
-            or database == self.as_is
-            or (self.started and database == LOCAL_TEMPLATE)
-        )
-
-    def url(self, database: str | None = None, drivername: str = "postgresql") -> URL:
-        """The URL of ``database`` (by default this process's own) on the run's server."""
-        return URL.create(
-            drivername,
-            username=self.user,
-            password=self.password,
-            host=self.host,
-            port=self.port,
-            database=database or self.database,
-        )
-
-    def environment(
-        self,
-        variables: Iterable[tuple[str, str]],
-        database: str | None = None,
-        *,
-        mask: bool = False,
-    ) -> dict[str, str]:
-        """The ``env`` setting's variables, filled in for ``database``.
-
-        By default this process's own database; ``mask`` hides the password, for display.
-        """
-        url = self.url(database)
-        values = {
-            "host": self.host,
-            "port": str(self.port),
-            "database": url.database,
-            "user": self.user,
-            "password": "***" if mask and self.password else self.password or "",
-            "url": url.render_as_string(hide_password=mask),
-        }
-        return {name: template.format(**values) for name, template in variables}
-
-    def boundary(self, allowed: Iterable[URL]) -> Boundary:
-        """What the guard lets through: the run's databases, and the ``allowed`` URLs."""
-        return Boundary(
-            server=endpoint(self.host, self.port),
-            owns=self.owns,
-            allowed=frozenset(
-                (endpoint(url.host, url.port), url.database or "") for url in allowed
-            ),
-        )
-
-
-class Provisioned(NamedTuple):
-    """The run's server, and the name of its template database, migrated to head."""
-
-    server: Server
-    template: str
 
 
 @contextmanager
@@ -178,70 +62,6 @@ def _migrate(settings: Settings, place: Place, template: str, server: Server) ->
     )
 
 
-class Handoff:
-    """Under xdist, the controller provisions once for all workers, if one needs it.
-
-    Through files in a private directory: a worker whose collected tests use the
-    database ``ask``s before it reports its collection; the controller hears of that
-    collection before it schedules any test, provisions, and writes what it
-    ``give``s (or the error) for every worker to ``receive``.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._resources = ExitStack()
-        self._given = directory / "provisioned.json"
-
-    @classmethod
-    def create(cls) -> Handoff:
-        """A new handoff, in a directory of its own (the controller's side).
-
-        Recorded as the controller's, so that a run started after a kill removes it.
-        """
-        directory = Path(tempfile.mkdtemp(prefix="dbtoolkit-xdist-"))
-        reaper.write_record(directory, [directory])
-        return cls(directory)
-
-    def ask(self, worker: str) -> None:
-        """Say that ``worker``'s tests need the database (a worker's side)."""
-        (self.directory / f"asks-{worker}").touch()
-
-    def asked(self, worker: str) -> bool:
-        """Whether ``worker`` asked for the database."""
-        return (self.directory / f"asks-{worker}").exists()
-
-    def give(self, provide: Callable[[], AbstractContextManager[Provisioned]]) -> None:
-        """Provision, once, and write what was provided for the workers."""
-        if self._given.exists():
-            return
-        try:
-            server, template = self._resources.enter_context(provide())
-            given: dict[str, object] = {"server": dataclasses.asdict(server), "template": template}
-        except DbtoolkitError as exc:
-            given = {"error": [type(exc).__name__, str(exc)]}
-        partial = self._given.with_suffix(".partial")
-        partial.write_text(json.dumps(given))
-        partial.rename(self._given)  # whole or not at all
-
-    def receive(self) -> Provisioned | None:
-        """What the controller provided, None if nothing; its error raised again."""
-        try:
-            given = json.loads(self._given.read_text())
-        except FileNotFoundError:
-            return None
-        if "error" in given:
-            name, message = given["error"]
-            raise getattr(errors, name, DbtoolkitError)(message)
-        return Provisioned(Server(**given["server"]), given["template"])
-
-    def close(self) -> None:
-        """Remove what was provisioned, and the directory (the controller's side)."""
-        try:
-            self._resources.close()
-        finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-
 @contextmanager
 def _template_on_existing_server(server: Server, settings: Settings, place: Place) -> Iterator[str]:
     admin = server.url()
@@ -256,7 +76,7 @@ def _template_on_existing_server(server: Server, settings: Settings, place: Plac
         # A shared server: hold this run's lock, and clean up after runs that were killed.
         stack.enter_context(schema.run_lock(admin, place.run))
         schema.drop_abandoned(admin)
-        name = f"{schema.PREFIX}{place.run}_tmpl"
+        name = f"{PREFIX}{place.run}_tmpl"
         url = stack.enter_context(schema.created_database(admin, name, run=place.run))
         _migrate(settings, place, name, server)
         leaks.install(url)

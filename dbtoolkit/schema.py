@@ -31,10 +31,10 @@ from sqlalchemy.pool import NullPool
 
 from dbtoolkit.errors import ConfigError, MigrationError, OutsideDatabaseError, ServerError
 from dbtoolkit.guard import GUARD
+from dbtoolkit.place import PREFIX
 from dbtoolkit.server import connect
 
-# Every database dbtoolkit creates on a server has this name prefix and this comment.
-PREFIX = "dbtoolkit_"
+# Every database dbtoolkit creates on a server has PREFIX and this comment.
 MARK = "created by dbtoolkit run "
 # The name of a run's database: the prefix, the run (12 hex digits), "_" and the rest.
 RUN_DATABASE = re.compile(rf"^{PREFIX}([0-9a-f]{{12}})_")

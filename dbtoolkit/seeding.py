@@ -20,16 +20,15 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
-
-import factory.random
-import faker.generator
-from factory.alchemy import SQLAlchemyModelFactory
-from sqlalchemy import Connection
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from dbtoolkit.errors import ConfigError, NoSessionError
-from dbtoolkit.isolation import SharedConnection
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
+
+    from dbtoolkit.isolation import SharedConnection
 
 FactoryClass = type[Any]
 
@@ -102,6 +101,8 @@ def factory_classes(module_names: Iterable[str]) -> tuple[FactoryClass, ...]:
                 f"factories module {name!r} could not be imported: {type(exc).__name__}: {exc}; "
                 "fix the module or the dbtoolkit_factories setting (--dbtoolkit-factories)"
             ) from None
+        from factory.alchemy import SQLAlchemyModelFactory
+
         for _, value in inspect.getmembers(module, inspect.isclass):
             if (issubclass(value, SQLAlchemyModelFactory) and not value._meta.abstract) or (
                 _is_polyfactory(value) and not value.__dict__.get("__is_base_factory__")
@@ -118,6 +119,11 @@ def _is_polyfactory(cls: type[Any]) -> bool:
 
 def _boy(factories: Iterable[FactoryClass]) -> list[FactoryClass]:
     """The factory_boy factories among ``factories``."""
+    factories = tuple(factories)
+    if not factories:  # factory_boy need not be imported
+        return []
+    from factory.alchemy import SQLAlchemyModelFactory
+
     return [cls for cls in factories if issubclass(cls, SQLAlchemyModelFactory)]
 
 
@@ -189,10 +195,17 @@ def reseed(seed: int) -> None:
 
     What ``factory.random.reseed_random`` does (both get the state ``seed`` gives),
     without the throwaway generator and state copies: twice as fast, twice a test.
+    Only those already imported: a run that uses none of them does not import them.
     """
-    factory.random.randgen.seed(seed)
-    factory.random.randgen.state_set = True  # type: ignore[attr-defined]
-    faker.generator.random.seed(seed)
+    if "factory" in sys.modules:
+        import factory.random
+
+        factory.random.randgen.seed(seed)
+        factory.random.randgen.state_set = True  # type: ignore[attr-defined]
+    if "faker" in sys.modules:
+        import faker.generator
+
+        faker.generator.random.seed(seed)
     polyfactory = sys.modules.get("polyfactory.factories.base")
     if polyfactory is not None:
         polyfactory.BaseFactory.seed_random(seed)
@@ -279,6 +292,8 @@ def lay(
     depth = below.depth + 1 if below else 1
     set_sequences(factories, below.sequences if below else {})
     reseed(seed_for(base_seed, f"seed {spec.factory.__qualname__} x{spec.count} @{depth}"))
+    from sqlalchemy.orm import Session
+
     session = Session(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )

@@ -30,10 +30,8 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg2
-import psycopg2.extensions
 from mirakuru.base import ENV_UUID
 from mirakuru.exceptions import AlreadyRunning, ExecutorError, TimeoutExpired
 from packaging.version import parse
@@ -41,11 +39,14 @@ from pytest_postgresql.config import PostgreSQLConfig, get_config
 from pytest_postgresql.exceptions import ExecutableMissingException
 from pytest_postgresql.executors import PostgreSQLExecutor
 from pytest_postgresql.factories._pg import _pg_exe
-from sqlalchemy.engine import URL
 
-from dbtoolkit import cache, reaper
+from dbtoolkit import reaper
 from dbtoolkit.errors import ServerError
 from dbtoolkit.guard import GUARD
+
+if TYPE_CHECKING:  # psycopg2, SQLAlchemy and the cache are imported once a server is used
+    import psycopg2.extensions
+    from sqlalchemy.engine import URL
 
 # Tried in this order when running as root: Debian's and most packages' server user,
 # then the user every Linux has.
@@ -79,6 +80,8 @@ class Server:
 
     def url(self, database: str | None = None, drivername: str = "postgresql+psycopg2") -> URL:
         """Return the URL of a database on this server, by default the maintenance one."""
+        from sqlalchemy.engine import URL
+
         return URL.create(
             drivername,
             username=self.user,
@@ -312,6 +315,8 @@ def wait_until_accepting(server: Server, datadir: Path, timeout: float = 60) -> 
     Gives up at once on any other answer than "not yet", and when the server process
     is gone (it removes its postmaster.pid when it fails to start).
     """
+    import psycopg2
+
     started = time.monotonic()
     while True:
         try:
@@ -349,6 +354,8 @@ def _save_copy(datadir: Path, destination: Path) -> None:
 
     The copy appears whole or not at all; when two runs save at once, one of them wins.
     """
+    from dbtoolkit import cache
+
     if destination.exists():
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -395,6 +402,8 @@ def running_server(
     stops. It listens on ``host`` only and keeps its socket and files in a private
     directory, in RAM where the machine has a large enough /dev/shm.
     """
+    import psycopg2
+
     os_user = service_user()
     reaper.sweep(_SCRATCH_ROOTS)  # what killed runs left that their watchers did not remove
     with ExitStack() as cleanup:
@@ -518,6 +527,8 @@ def connect(url: URL, **options: Any) -> psycopg2.extensions.connection:
     For work outside the tests' transactions, where a SQLAlchemy engine would spend
     more setting itself up than the few statements take.
     """
+    import psycopg2
+
     try:
         with GUARD.admin():
             connection: psycopg2.extensions.connection = psycopg2.connect(

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import pytest
-from alembic.config import Config
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.orm import Session
 
 from dbtoolkit.errors import ConfigError
-from dbtoolkit.schema import alembic_config
+
+if TYPE_CHECKING:  # imported where used: a run without database tests never needs them
+    from alembic.config import Config
+    from sqlalchemy.engine import URL
+    from sqlalchemy.orm import Session
 
 Source = Literal["cli", "env", "ini", "default", "url"]
 Kind = Literal["str", "list", "int", "bool", "choice"]
@@ -184,7 +185,7 @@ class Settings:
     alembic_ini: Path
     script_location: Path | None
     factories: tuple[str, ...]
-    session_class: type[Session]
+    given_session_class: type[Session] | None  # None: SQLAlchemy's, imported when used
     seed: int
     url: URL | None
     database: str | None
@@ -204,7 +205,18 @@ class Settings:
 
     def alembic(self, url: URL | None = None) -> Config:
         """The Alembic configuration these settings name, pointed at ``url`` when given."""
+        from dbtoolkit.schema import alembic_config
+
         return alembic_config(self.alembic_ini, url, script_location=self.script_location)
+
+    @property
+    def session_class(self) -> type[Session]:
+        """The Session class of db_session and the seeds."""
+        if self.given_session_class is not None:
+            return self.given_session_class
+        from sqlalchemy.orm import Session
+
+        return Session
 
     @property
     def dbapi_name(self) -> str:
@@ -221,11 +233,11 @@ class Settings:
         value = getattr(self, name)
         if isinstance(value, type):
             value = f"{value.__module__}.{value.__qualname__}"
-        elif isinstance(value, URL):  # before tuple: a URL is a named tuple
+        elif _is_url(value):  # before tuple: a URL is a named tuple
             value = value.render_as_string(hide_password=True)
         elif isinstance(value, tuple):
             shown = (
-                item.render_as_string(hide_password=True) if isinstance(item, URL) else str(item)
+                item.render_as_string(hide_password=True) if _is_url(item) else str(item)
                 for item in value
             )
             value = ", ".join(shown) or "none"
@@ -287,7 +299,11 @@ def resolve(config: pytest.Config, options: Any = None) -> Settings:
             else None
         ),
         factories=values["factories"],
-        session_class=_session_class(values["session_class"], sources["session_class"]),
+        given_session_class=(
+            _session_class(values["session_class"], sources["session_class"])
+            if sources["session_class"] != "default"
+            else None
+        ),
         seed=values["seed"],
         url=parsed_url.set(drivername="postgresql+psycopg2") if parsed_url else None,
         database=values["database"] or None,
@@ -308,6 +324,8 @@ def resolve(config: pytest.Config, options: Any = None) -> Settings:
 
 
 def _session_class(path: str, source: Source) -> type[Session]:
+    from sqlalchemy.orm import Session
+
     module_name, _, name = path.rpartition(".")
     fix = (
         "fix --dbtoolkit-session-class, DBTOOLKIT_SESSION_CLASS or dbtoolkit_session_class, "
@@ -329,6 +347,9 @@ def _session_class(path: str, source: Source) -> type[Session]:
 
 
 def _url(text: str, name: str, sources: Mapping[str, Source]) -> URL:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(text)
     except ArgumentError:
@@ -338,6 +359,12 @@ def _url(text: str, name: str, sources: Mapping[str, Source]) -> URL:
             f"{option.cli}, {option.env} or {option.ini}, "
             "e.g. postgresql://user@localhost:5432/postgres"
         ) from None
+
+
+def _is_url(value: object) -> TypeGuard[URL]:
+    """Whether ``value`` is a SQLAlchemy URL; none exists while SQLAlchemy is not imported."""
+    module = sys.modules.get("sqlalchemy.engine.url")
+    return module is not None and isinstance(value, module.URL)
 
 
 _PLACEHOLDERS = {"host", "port", "database", "user", "password", "url"}

@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 from dbtoolkit import schema
 from dbtoolkit.fixtures import STATE
 from dbtoolkit.models import Base
+from dbtoolkit.place import PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 ALEMBIC_INI = REPO / "alembic.ini"
@@ -45,7 +46,7 @@ def revisions() -> list[str]:
 def scratch_url(dbtoolkit_server, pytestconfig) -> Iterator[URL]:
     # Named and marked like the run's own databases, so a killed run's are cleaned up.
     run = pytestconfig.stash[STATE].place.run
-    name = f"{schema.PREFIX}{run}_scratch_{uuid.uuid4().hex[:8]}"
+    name = f"{PREFIX}{run}_scratch_{uuid.uuid4().hex[:8]}"
     with schema.created_database(dbtoolkit_server.url(), name, run=run) as url:
         yield url
 

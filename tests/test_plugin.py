@@ -213,17 +213,40 @@ def test_a_run_without_database_tests_starts_no_server_and_migrates_nothing(
     env_py = catalog.path / "migrations" / "env.py"
     marker = f"with open({str(log)!r}, 'a') as log:\n    log.write('migrated\\n')\n"
     env_py.write_text(marker + env_py.read_text())
-    catalog.makepyfile(test_plain="def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    catalog.makepyfile(test_plain=NOTHING_IMPORTED)
     result = run(catalog, f"--postgresql-exec={pg_ctl}", *args)
     result.assert_outcomes(passed=2)
     assert set(log.read_text().splitlines()) == {"--version"}  # the header asks, no more
     assert not (catalog.path / ".pytest_cache" / "d" / "dbtoolkit").exists()
+    assert "dbtoolkit: migrations head" not in result.stdout.str()
 
     # The same with a database test: the log shows the server started and migrated.
     catalog.makepyfile(test_db="def test_db(db_session):\n    pass\n")
-    run(catalog, f"--postgresql-exec={pg_ctl}", *args).assert_outcomes(passed=3)
+    result = run(catalog, f"--postgresql-exec={pg_ctl}", "test_db.py", *args)
+    result.assert_outcomes(passed=1)
     assert "migrated" in log.read_text().splitlines()
     assert any(line.startswith("start") for line in log.read_text().splitlines())
+    if not args:  # the xdist controller collects nothing: it cannot tell
+        result.stdout.fnmatch_lines(["collected 1 item", "dbtoolkit: migrations head bbb2"])
+
+
+# Run without a database test, the plugin imports none of these (the project's factories
+# import SQLAlchemy's ORM and factory_boy, as its tests would).
+NOTHING_IMPORTED = """\
+import sys
+
+HEAVY = ["alembic", "mako", "psycopg2", "greenlet", "asyncpg", "dbtoolkit.schema",
+         "dbtoolkit.isolation", "dbtoolkit.provision", "dbtoolkit.migrations",
+         "dbtoolkit.sandbox", "dbtoolkit.leaks", "dbtoolkit.cache", "dbtoolkit.queries"]
+
+
+def test_one():
+    assert [name for name in HEAVY if name in sys.modules] == []
+
+
+def test_two():
+    pass
+"""
 
 
 # --- The header and the settings ---------------------------------------------------
@@ -254,7 +277,7 @@ SEED_INI = CATALOG_SETTINGS + "dbtoolkit_seed = 3\n"
         pytest.param(
             {"DBTOOLKIT_SEED": "5"},
             ("--dbtoolkit-seed=7", "--dbtoolkit-factories=catalog_factories"),
-            "schema {path}/alembic.ini (from ini), head bbb2; "
+            "schema {path}/alembic.ini (from ini); "
             "factories catalog_factories (from cli), 2 bound; seed 7 (from cli); "
             "leaks fail (from default); driver psycopg2 (from default)",
             id="cli-beats-env-and-ini",
@@ -267,7 +290,7 @@ SEED_INI = CATALOG_SETTINGS + "dbtoolkit_seed = 3\n"
                 "DBTOOLKIT_DRIVER": "psycopg",
             },
             ("--dbtoolkit-leaks=WARN",),
-            "schema {path}/alembic.ini (from env), head bbb2; "
+            "schema {path}/alembic.ini (from env); "
             "factories catalog_factories (from ini), 2 bound; seed 5 (from env); "
             "leaks warn (from cli); driver psycopg (from env)",
             id="env-beats-ini",
@@ -276,7 +299,7 @@ SEED_INI = CATALOG_SETTINGS + "dbtoolkit_seed = 3\n"
         pytest.param(
             {},
             (),
-            "schema {path}/alembic.ini (from default), head bbb2; "
+            "schema {path}/alembic.ini (from default); "
             "factories none (from default), 0 bound; seed 0 (from default); "
             "leaks fail (from default); driver psycopg2 (from default)",
             id="defaults",

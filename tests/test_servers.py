@@ -411,7 +411,8 @@ def test_a_script_location_elsewhere_than_alembic_ini_says(pytester):
     result.stdout.fnmatch_lines(
         [
             f"dbtoolkit: schema *alembic.ini (from ini), scripts {pytester.path}/db/migrations "
-            "(from ini), head bbb2; *"
+            "(from ini); *",
+            "dbtoolkit: migrations head bbb2",
         ]
     )
 
