@@ -46,6 +46,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import string
@@ -107,6 +108,10 @@ RUNS = (
     Run("nodb-1", "nodb", "test_nodb.py", 1),
     Run("nodb-N", "nodb", "test_nodb.py", "tests"),
     Run("nodb-plugin-1", "dbtoolkit", "test_nodb.py", 1, "second run"),
+    Run("nodb-plugin-off-1", "dbtoolkit", "test_nodb.py", 1, "second run", "-p no:dbtoolkit"),
+    # A project's unit tests: dbtoolkit installed, no setting, no conftest.py, no database.
+    Run("unit-1", "nodb", "test_nodb.py", 1, "second run"),
+    Run("unit-off-1", "nodb", "test_nodb.py", 1, "second run", "-p no:dbtoolkit"),
     Run("dbtoolkit-1-first", "dbtoolkit", "test_orm.py", 1, "first run"),
     Run("dbtoolkit-1-second", "dbtoolkit", "test_orm.py", 1, "second run"),
     Run("dbtoolkit-1-changed", "dbtoolkit", "test_orm.py", 1, "migration changed"),
@@ -147,6 +152,7 @@ class Round:
     """One round's times, in seconds, and each run's number of tests."""
 
     wall: dict[str, float]  # the whole process
+    cpu: dict[str, float]  # the whole process's CPU time, user and system
     setup: dict[str, float]  # from the session's start to the first test's body
     tests: dict[str, int]
 
@@ -169,6 +175,11 @@ class Figure:
 def wall(run: str) -> Figure:
     """The run's whole process."""
     return Figure("s", frozenset([run]), lambda r: r.wall[run])
+
+
+def cpu(run: str) -> Figure:
+    """The run's whole process's CPU time."""
+    return Figure("s", frozenset([run]), lambda r: r.cpu[run])
 
 
 def setup(run: str) -> Figure:
@@ -295,6 +306,15 @@ ROWS = (
     Row(
         "same, against (a) without the dbtoolkit plugin",
         wall("dbtoolkit-1-second") / wall("nodb-1"),
+    ),
+    Row(
+        "1 test without a database, dbtoolkit installed and unused: CPU / with -p no:dbtoolkit",
+        cpu("unit-1") / cpu("unit-off-1"),
+        "<= 1.1",
+    ),
+    Row(
+        "same, in the project set up for dbtoolkit (its factories imported at the start)",
+        cpu("nodb-plugin-1") / cpu("nodb-plugin-off-1"),
     ),
     Row(
         "xdist speed-up, -n 0 / -n 2 ({xdist_tests} tests)",
@@ -452,8 +472,8 @@ class Runner:
         self.root.chmod(0o711)
         return [f"--postgresql-exec={launcher}", f"--basetemp={self.root / 'basetemp' / 'run'}"]
 
-    def run(self, run: Run, tests: int) -> tuple[float, float]:
-        """Run once; return the wall time and the set-up time (seconds)."""
+    def run(self, run: Run, tests: int) -> tuple[float, float, float]:
+        """Run once; return the wall time, the set-up time and the CPU time (seconds)."""
         project = self.copies[run.variant]
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "bench_timing"]
         command += [module_of(run, tests), *run.options.split()]
@@ -478,15 +498,21 @@ class Runner:
                 command += ["-o", f"cache_dir={caches / 'pytest'}"]
                 env["XDG_CACHE_HOME"] = str(caches / "xdg")
             env["PYTHONPATH"] = str(project)  # for -p bench_timing
-            start = time.perf_counter()
+            start, used = time.perf_counter(), _children_cpu()
             done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
-            elapsed = time.perf_counter() - start
+            elapsed, used = time.perf_counter() - start, _children_cpu() - used
             passed = re.search(r"(\d+) passed", done.stdout)
             if done.returncode != 0 or not passed or int(passed[1]) != tests:
                 sys.exit(f"{run.name} failed: {' '.join(command)}\n{done.stdout}\n{done.stderr}")
-            return elapsed, json.loads(timing.read_text())["setup"]
+            return elapsed, json.loads(timing.read_text())["setup"], used
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _children_cpu() -> float:
+    """The CPU time of this process's finished children so far, user and system."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(runner: Runner, counts: dict[str, int], repeat: int) -> list[Round]:
@@ -496,10 +522,10 @@ def measure(runner: Runner, counts: dict[str, int], repeat: int) -> list[Round]:
             runner.run(run, 1)
     rounds = []
     for number in range(1, repeat + 1):
-        times = Round(wall={}, setup={}, tests=counts)
+        times = Round(wall={}, cpu={}, setup={}, tests=counts)
         for run in RUNS:
-            whole, before = runner.run(run, counts[run.name])
-            times.wall[run.name], times.setup[run.name] = whole, before
+            whole, before, used = runner.run(run, counts[run.name])
+            times.wall[run.name], times.setup[run.name], times.cpu[run.name] = whole, before, used
             print(
                 f"round {number}/{repeat}  {run.name:<22} {whole:7.2f} s  set-up {before:6.3f} s",
                 file=sys.stderr,
