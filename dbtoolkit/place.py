@@ -9,6 +9,7 @@ imports SQLAlchemy or a driver until a URL is asked for.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pwd
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from port_for import get_port
+from port_for import PortType, get_port
 
 from dbtoolkit import errors, reaper
 from dbtoolkit.errors import DbtoolkitError
@@ -51,7 +52,7 @@ class Place:
     run: str
     worker: str
     host: str
-    port: int
+    ports: PortType | None  # the server's port, or pytest-postgresql's of where to pick one
     user: str
     password: str | None
     started: bool
@@ -68,15 +69,23 @@ class Place:
                 run,
                 worker,
                 host=url.host or "localhost",
-                port=url.port or 5432,
+                ports=url.port or 5432,
                 user=url.username or pwd.getpwuid(os.geteuid()).pw_name,
                 password=url.password,
                 started=False,
                 as_is=settings.database,
             )
-        chosen = port or get_port(pg.port)
+        return cls(run, worker, pg.host, port or pg.port, pg.user, pg.password, started=True)
+
+    @functools.cached_property
+    def port(self) -> int:
+        """The server's port, a free one picked when first asked for.
+
+        A run without database tests never asks, unless the ``env`` setting names it.
+        """
+        chosen = get_port(self.ports)
         assert chosen is not None
-        return cls(run, worker, pg.host, chosen, pg.user, pg.password, started=True)
+        return chosen
 
     @property
     def database(self) -> str:
@@ -115,6 +124,9 @@ class Place:
 
         By default this process's own database; ``mask`` hides the password, for display.
         """
+        variables = list(variables)
+        if not variables:  # nothing to fill in: SQLAlchemy need not be imported for a URL
+            return {}
         url = self.url(database)
         values = {
             "host": self.host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -247,6 +248,36 @@ def test_one():
 def test_two():
     pass
 """
+
+
+STDLIB = sys.stdlib_module_names
+RECORD_MODULES = """\
+import sys
+from pathlib import Path
+
+
+def test_unit():
+    Path("modules.txt").write_text("\\n".join(sorted(sys.modules)))
+"""
+
+
+def test_unit_tests_import_nothing_more_than_without_the_plugin(pytester: pytest.Pytester) -> None:
+    """A project's unit tests (no setting, no database): only dbtoolkit's light modules more.
+
+    As imported by the end of the test, with the plugin and with ``-p no:dbtoolkit``.
+    """
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_unit=RECORD_MODULES)
+    imported = {}
+    for plugin in ("dbtoolkit", "no:dbtoolkit"):
+        run(pytester, "-p", plugin).assert_outcomes(passed=1)
+        imported[plugin] = set((pytester.path / "modules.txt").read_text().split())
+    more = imported["dbtoolkit"] - imported["no:dbtoolkit"]
+    light = {"dbtoolkit", "dbtoolkit.plugin", "dbtoolkit.fixtures", "dbtoolkit.settings"}
+    assert light <= more
+    others = {name for name in more if name.split(".")[0] not in {"dbtoolkit", *STDLIB}}
+    heavy = {"dbtoolkit.schema", "dbtoolkit.isolation", "dbtoolkit.provision", "dbtoolkit.leaks"}
+    assert (others, more & heavy) == (set(), set())
 
 
 # --- The header and the settings ---------------------------------------------------
