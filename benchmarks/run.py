@@ -1,5 +1,6 @@
 """Benchmark dbtoolkit against pytest without a database and two pytest-postgresql set-ups.
 
+    pip install -e ".[test,bench]"      # once: the test extra, and Django for (d)
     python benchmarks/run.py            # the full run (about seven minutes on 2 cores)
     python benchmarks/run.py --quick    # a smoke version (about three minutes)
     python benchmarks/run.py --list     # the runs and the rows, without measuring
@@ -17,7 +18,10 @@ revisions), and one folder per set-up with its ``pytest.ini`` and ``conftest.py`
   template Alembic migrated, and the same 5 users inserted through its cursor;
 - (c) ``naive``: the chain as the guide writes it: pytest-postgresql's
   ``postgresql_proc``, Alembic upgrade once per session, a savepoint ``Session`` per test,
-  ``UserFactory.create_batch(5)``.
+  ``UserFactory.create_batch(5)``;
+- (d) ``django``: pytest-django's ``db`` with the same users, ``--reuse-db``, on a server
+  of the same PostgreSQL binaries that this script starts for it and stops at the end
+  (its Django and pytest-django come from the ``bench`` extra).
 
 ``VARIANTS`` names the folders copied, one over the other, into a temporary directory
 for each variant. ``RUNS`` are the pytest processes, run once a round and interleaved
@@ -42,19 +46,22 @@ absolute figures move with the machine's load.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import re
 import resource
 import shutil
+import socket
 import statistics
 import string
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -81,6 +88,7 @@ VARIANTS = {
     "naive": ("common", "history_1", "naive"),
     "naive33": ("common", "history_33", "naive"),
     "pgfixture": ("common", "history_1", "pgfixture"),
+    "django": ("common", "django"),
 }
 
 # How a run treats dbtoolkit: "off" also disables pytest's cache provider (the baselines).
@@ -140,6 +148,8 @@ RUNS = (
     Run("naive33-1", "naive33", "test_orm.py", 1),
     Run("pgfixture-1", "pgfixture", "test_cursor.py", 1),
     Run("pgfixture-N", "pgfixture", "test_cursor.py", "pg_tests"),
+    Run("django-1", "django", "test_django.py", 1),
+    Run("django-N", "django", "test_django.py", "tests"),
     Run("xdist-n0", "dbtoolkit", "test_orm.py", "xdist_tests", "second run", "-n 0"),
     Run("xdist-n2", "dbtoolkit", "test_orm.py", "xdist_tests", "second run", "-n 2"),
     Run("xdist-nodb-n0", "nodb", "test_nodb.py", "xdist_tests", options="-n 0"),
@@ -212,6 +222,7 @@ def db_setup(run: str) -> Figure:
 DBTOOLKIT = overhead("dbtoolkit-N")
 NAIVE = overhead("naive-N", "naive-1")
 PGFIXTURE = overhead("pgfixture-N", "pgfixture-1")
+DJANGO = overhead("django-N", "django-1")
 
 
 @dataclass(frozen=True)
@@ -231,6 +242,7 @@ ROWS = (
     Row("dbtoolkit: per-test overhead over (a)", DBTOOLKIT),
     Row("(c) naive chain: per-test overhead over (a)", NAIVE),
     Row("(b) pytest-postgresql `postgresql`: per-test overhead (N={pg_tests})", PGFIXTURE),
+    Row("(d) pytest-django `db`, --reuse-db: per-test overhead over (a)", DJANGO),
     Row(
         "dbtoolkit: of which the leak check (minus --dbtoolkit-leaks=off)",
         DBTOOLKIT - overhead("noleaks-N"),
@@ -266,8 +278,10 @@ ROWS = (
     Row("(c) naive, 1 revision: set-up", setup("naive-1")),
     Row("(c) naive, 33 revisions: set-up", setup("naive33-1")),
     Row("(b) pytest-postgresql `postgresql`: set-up", setup("pgfixture-1")),
+    Row("(d) pytest-django, --reuse-db: set-up", setup("django-1")),
     Row("dbtoolkit: whole process, 1 test, first run", wall("dbtoolkit-1-first")),
     Row("dbtoolkit: whole process, 1 test, second run", wall("dbtoolkit-1-second")),
+    Row("(d) pytest-django: whole process, 1 test, --reuse-db", wall("django-1")),
     Row("dbtoolkit: {xdist_tests} tests, -n 0", wall("xdist-n0")),
     Row("dbtoolkit: {xdist_tests} tests, -n 2", wall("xdist-n2")),
     Row("(a) no database: {xdist_tests} tests, -n 0", wall("xdist-nodb-n0")),
@@ -316,6 +330,12 @@ ROWS = (
         "same, in the project set up for dbtoolkit (its factories imported at the start)",
         cpu("nodb-plugin-1") / cpu("nodb-plugin-off-1"),
     ),
+    Row(
+        "1 database test, whole process, second run / (d) pytest-django's, --reuse-db",
+        wall("dbtoolkit-1-second") / wall("django-1"),
+        "<= 1",
+    ),
+    Row("per-test overhead / (d) pytest-django's", DBTOOLKIT / DJANGO),
     Row(
         "xdist speed-up, -n 0 / -n 2 ({xdist_tests} tests)",
         wall("xdist-n0") / wall("xdist-n2"),
@@ -471,6 +491,32 @@ class Runner:
         (self.root / "basetemp").mkdir()
         self.root.chmod(0o711)
         return [f"--postgresql-exec={launcher}", f"--basetemp={self.root / 'basetemp' / 'run'}"]
+
+    @contextmanager
+    def django_server(self, pg_ctl: str) -> Iterator[None]:
+        """A server for (d), of the same binaries, started with pg_ctl and stopped at the end."""
+        home = self.root / "django-pg"
+        home.mkdir()
+        data = home / "data"
+        if self.baseline_args:  # as root: the launcher hands home/ to postgres and runs as it
+            pg_ctl = str(self.root / "pg_ctl_as_postgres")
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        options = f"-p {port} -h 127.0.0.1 -k {home}"
+        pg = [pg_ctl, "-D", str(data), "-l", str(home / "log")]
+        subprocess.run(
+            [pg_ctl, "initdb", "-D", str(data), "-o", "--auth=trust --username=postgres"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run([*pg, "-w", "-o", options, "start"], env=self.env, check=True)
+        self.env["BENCH_DJANGO_PORT"] = str(port)
+        try:
+            yield
+        finally:
+            subprocess.run([*pg, "-m", "immediate", "stop"], env=self.env, capture_output=True)
 
     def run(self, run: Run, tests: int) -> tuple[float, float, float]:
         """Run once; return the wall time, the set-up time and the CPU time (seconds)."""
@@ -639,6 +685,8 @@ def main() -> None:
     if args.list:
         print(listing(counts, sizes))
         return
+    if importlib.util.find_spec("pytest_django") is None:
+        sys.exit('benchmarks/run.py: (d) needs Django and pytest-django: pip install -e ".[bench]"')
 
     pg_ctl = find_pg_ctl()
     load = os.getloadavg()[0]
@@ -646,7 +694,8 @@ def main() -> None:
     started = time.perf_counter()
     try:
         runner = Runner(root, copy_variants(root, counts), pg_ctl)
-        rounds = measure(runner, counts, repeat)
+        with runner.django_server(pg_ctl):
+            rounds = measure(runner, counts, repeat)
     finally:
         if args.keep:
             print(f"copied projects kept in {root}", file=sys.stderr)
