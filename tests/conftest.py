@@ -35,6 +35,10 @@ def _clean_environment(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     for name in list(os.environ):
         if name.startswith(("DBTOOLKIT_", "PYTEST_XDIST_")):
             monkeypatch.delenv(name)
+    # Each inner run is a Python process of its own: without bytecode caching it compiles
+    # again every module that has none, dbtoolkit's and Faker's assertion-rewritten
+    # plugin package among them.
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
 
 
 @pytest.fixture(scope="session")
