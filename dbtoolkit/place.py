@@ -44,9 +44,10 @@ LOCAL_TEMPLATE = f"{PREFIX}template"
 class Place:
     """Where one process's databases are, known before any server starts.
 
-    The run's server (``started``: one dbtoolkit starts, on a port chosen now; else the
-    one ``--dbtoolkit-url`` names), the role, and this process's own database: a copy
-    of the template named for the run and the xdist worker, or ``--dbtoolkit-database``.
+    The run's server (``started``: one dbtoolkit starts, on a port picked when first
+    needed; else the one ``--dbtoolkit-url`` names), the role, and this process's own
+    database: a copy of the template named for the run and the xdist worker, or
+    ``--dbtoolkit-database``.
     """
 
     run: str
