@@ -15,6 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
+import forkserver
 import pytest
 
 EXAMPLE = Path(__file__).parent / "examples" / "catalog"
@@ -56,11 +57,19 @@ def catalog_project(
         revision.write_text(revision.read_text() + f"    {second_revision}\n")
 
 
-def run(pytester: pytest.Pytester, *args: str, randomly: bool = False) -> pytest.RunResult:
-    """Run pytest on the inner project in a subprocess, in file order unless ``randomly``."""
+def run(
+    pytester: pytest.Pytester, *args: str, randomly: bool = False, fresh: bool = False
+) -> pytest.RunResult:
+    """Run pytest on the inner project in a process of its own, in file order unless ``randomly``.
+
+    The process is forked from one that has imported what every run imports, unless
+    ``fresh``: then it starts from nothing, for runs that look at what was imported.
+    """
     if not randomly:
         args = ("-p", "no:randomly", *args)
-    return pytester.runpytest_subprocess(*args, timeout=180)
+    if fresh:
+        return pytester.runpytest_subprocess(*args, timeout=180)
+    return forkserver.runpytest(pytester, *args, timeout=180)
 
 
 def run_in_process(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import forkserver
 import pytest
 from developer import libpq
 from sqlalchemy.engine import URL
@@ -88,7 +89,7 @@ def test_the_fastapi_starter_passes_its_own_tests_with_ini_settings_alone(
     pytester: pytest.Pytester, developer_database: URL, apps_cache: str, order: str
 ) -> None:
     copy_app(pytester, "fastapi_app", FASTAPI_SETTINGS, fastapi_dotenv(developer_database))
-    result = pytester.runpytest_subprocess("-o", apps_cache, *ORDERS[order], timeout=300)
+    result = forkserver.runpytest(pytester, "-o", apps_cache, *ORDERS[order], timeout=300)
     result.assert_outcomes(passed=7)
 
 
@@ -97,7 +98,7 @@ def test_the_flask_migrate_app_passes_its_own_tests_with_ini_settings_alone(
     pytester: pytest.Pytester, developer_database: URL, apps_cache: str, order: str
 ) -> None:
     copy_app(pytester, "flask_app", FLASK_SETTINGS, {"DATABASE_URL": libpq(developer_database)})
-    result = pytester.runpytest_subprocess("-o", apps_cache, *ORDERS[order], timeout=300)
+    result = forkserver.runpytest(pytester, "-o", apps_cache, *ORDERS[order], timeout=300)
     result.assert_outcomes(passed=6)
 
 
@@ -108,7 +109,7 @@ def test_the_async_fastapi_app_passes_its_own_tests_with_ini_settings_alone(
     dev = developer_database.set(drivername="postgresql+psycopg")
     dotenv = {"DATABASE_URL": dev.render_as_string(hide_password=False)}
     copy_app(pytester, "async_app", ASYNC_SETTINGS, dotenv)
-    result = pytester.runpytest_subprocess("-o", apps_cache, *ORDERS[order], timeout=300)
+    result = forkserver.runpytest(pytester, "-o", apps_cache, *ORDERS[order], timeout=300)
     result.assert_outcomes(passed=4)
 
 
@@ -118,7 +119,7 @@ def test_an_async_app_on_asyncpg_is_told_how_to_join(
     asyncpg = ASYNC_SETTINGS.replace("postgresql+psycopg", "postgresql+asyncpg")
     dev = developer_database.set(drivername="postgresql+asyncpg")
     copy_app(pytester, "async_app", asyncpg, {"DATABASE_URL": dev.render_as_string()})
-    result = pytester.runpytest_subprocess("-o", apps_cache, "-p", "no:randomly", timeout=300)
+    result = forkserver.runpytest(pytester, "-o", apps_cache, "-p", "no:randomly", timeout=300)
     result.assert_outcomes(failed=4)
     assert (
         result.outlines.count(

@@ -8,6 +8,7 @@ naming the constraint can only come from Postgres.
 import re
 from pathlib import Path
 
+import forkserver
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -255,8 +256,8 @@ def printed_values(result) -> dict[str, str]:
 
 
 def test_same_test_makes_the_same_data_in_another_run_and_order(inner_project):
-    forward = inner_project.runpytest_subprocess("-p", "no:randomly", "-s")
-    reversed_ = inner_project.runpytest_subprocess("-p", "no:randomly", "--reverse", "-s")
+    forward = forkserver.runpytest(inner_project, "-p", "no:randomly", "-s")
+    reversed_ = forkserver.runpytest(inner_project, "-p", "no:randomly", "--reverse", "-s")
 
     assert list(printed_values(forward)) == ["one", "two"]
     assert list(printed_values(reversed_)) == ["two", "one"]
@@ -282,8 +283,8 @@ def test_two():
 
 def test_build_only_test_makes_the_same_data_in_either_order(inner_project):
     inner_project.makepyfile(test_inner=BUILD_ONLY_TESTS)
-    forward = inner_project.runpytest_subprocess("-p", "no:randomly", "-s")
-    reversed_ = inner_project.runpytest_subprocess("-p", "no:randomly", "--reverse", "-s")
+    forward = forkserver.runpytest(inner_project, "-p", "no:randomly", "-s")
+    reversed_ = forkserver.runpytest(inner_project, "-p", "no:randomly", "--reverse", "-s")
 
     assert printed_values(forward) == printed_values(reversed_)
 
@@ -292,8 +293,8 @@ def test_test_body_makes_the_same_data_whatever_the_randomly_seed(inner_project)
     inner_project.makepyfile(
         test_inner=BUILD_ONLY_TESTS.replace("UserFactory.build().email", "UserFactory.build().name")
     )
-    first = inner_project.runpytest_subprocess("-p", "randomly", "--randomly-seed=1", "-s")
-    second = inner_project.runpytest_subprocess("-p", "randomly", "--randomly-seed=2", "-s")
+    first = forkserver.runpytest(inner_project, "-p", "randomly", "--randomly-seed=1", "-s")
+    second = forkserver.runpytest(inner_project, "-p", "randomly", "--randomly-seed=2", "-s")
 
     assert printed_values(first) == printed_values(second)
 

@@ -47,7 +47,7 @@ def test_the_plugin_loads_and_works_without_greenlet_and_pytest_asyncio(
     ini = catalog.path / "pytest.ini"
     ini.write_text(ini.read_text().replace(LOOP_SCOPE, ""))
     catalog.makepyfile(test_without_async=WITHOUT_ASYNC_TESTS)
-    result = run(catalog, "-p", "no:asyncio")
+    result = run(catalog, "-p", "no:asyncio", fresh=True)
     result.assert_outcomes(passed=2, errors=1)
     assert (
         result.outlines.count(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import forkserver
 import pytest
 from catalog import run_in_process
 from sqlalchemy import text
@@ -40,7 +41,7 @@ def shelf(pytester: pytest.Pytester, *variants: str) -> Path:
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:randomly", "-rfE", *args, timeout=300)
+    return forkserver.runpytest(pytester, "-p", "no:randomly", "-rfE", *args, timeout=300)
 
 
 def revision(project: Path, name: str) -> str:

@@ -215,7 +215,7 @@ def test_a_run_without_database_tests_starts_no_server_and_migrates_nothing(
     marker = f"with open({str(log)!r}, 'a') as log:\n    log.write('migrated\\n')\n"
     env_py.write_text(marker + env_py.read_text())
     catalog.makepyfile(test_plain=NOTHING_IMPORTED)
-    result = run(catalog, f"--postgresql-exec={pg_ctl}", *args)
+    result = run(catalog, f"--postgresql-exec={pg_ctl}", *args, fresh=True)
     result.assert_outcomes(passed=2)
     assert set(log.read_text().splitlines()) == {"--version"}  # the header asks, no more
     assert not (catalog.path / ".pytest_cache" / "d" / "dbtoolkit").exists()
@@ -270,7 +270,7 @@ def test_unit_tests_import_nothing_more_than_without_the_plugin(pytester: pytest
     pytester.makepyfile(test_unit=RECORD_MODULES)
     imported = {}
     for plugin in ("dbtoolkit", "no:dbtoolkit"):
-        run(pytester, "-p", plugin).assert_outcomes(passed=1)
+        run(pytester, "-p", plugin, fresh=True).assert_outcomes(passed=1)
         imported[plugin] = set((pytester.path / "modules.txt").read_text().split())
     more = imported["dbtoolkit"] - imported["no:dbtoolkit"]
     light = {"dbtoolkit", "dbtoolkit.plugin", "dbtoolkit.fixtures", "dbtoolkit.settings"}
