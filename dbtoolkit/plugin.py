@@ -8,11 +8,12 @@ until a collected test needs the database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -285,14 +286,36 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
     return [f"dbtoolkit: migrations head {head}"]
 
 
+@contextlib.contextmanager
+def _last_frame_only(excinfo: pytest.ExceptionInfo[BaseException]) -> Iterator[None]:
+    """Show pytest only the last frame of ``excinfo``, without its cause, within the block.
+
+    pytest renders a failure's traceback before the report replaces it with the message.
+    A failed migration's chain runs through SQLAlchemy's and Alembic's largest modules,
+    whose source pytest parses for each frame: a quarter of a second for each test that
+    the migration errors. Afterwards ``--pdb`` and other plugins see the whole error.
+    """
+    error = excinfo.value
+    kept = excinfo.traceback, error.__cause__, error.__suppress_context__
+    excinfo.traceback, error.__cause__ = excinfo.traceback[-1:], None
+    try:
+        yield
+    finally:
+        excinfo.traceback, error.__cause__, error.__suppress_context__ = kept
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Report dbtoolkit's errors as their message alone, and a failed test's seed."""
-    report = yield
-    if call.excinfo is not None and call.excinfo.errisinstance((DbtoolkitError, LeakWarning)):
-        report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
+    excinfo = call.excinfo
+    if excinfo is not None and excinfo.errisinstance((DbtoolkitError, LeakWarning)):
+        with _last_frame_only(excinfo):
+            report = yield
+        report.longrepr = f"{excinfo.typename}: {excinfo.value}"
+    else:
+        report = yield
     if call.excinfo is not None and any(words in str(call.excinfo.value) for words in _OTHER_LOOP):
         report.sections.append(("dbtoolkit", loop_mismatch(item)))
     if report.failed and TEST in item.stash and not isinstance(item, collect.MigrationCheck):

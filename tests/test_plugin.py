@@ -18,6 +18,16 @@ from dbtoolkit.server import find_pg_ctl, postgresql_config
 # --- The migration -----------------------------------------------------------------
 
 
+SEEN_ERRORS = """
+
+def pytest_exception_interact(call):
+    error = call.excinfo.value
+    with open("seen.txt", "a") as seen:
+        seen.write(f"{type(error).__name__} caused by {type(error.__cause__).__name__}, "
+                   f"{len(call.excinfo.traceback)} frames\\n")
+"""
+
+
 @pytest.mark.catalog(second_revision='op.execute("SELECT * FROM no_such_table")')
 def test_a_broken_migration_errors_every_database_test_with_one_line(
     catalog: pytest.Pytester,
@@ -37,8 +47,15 @@ def test_a_broken_migration_errors_every_database_test_with_one_line(
             assert 1 + 1 == 2
         """
     )
+    # What --pdb and other plugins see of the error, after its report was made.
+    with (catalog.path / "conftest.py").open("a") as conftest:
+        conftest.write(SEEN_ERRORS)
     result = run(catalog)
     result.assert_outcomes(passed=1, errors=3)
+    seen = (catalog.path / "seen.txt").read_text().splitlines()
+    assert len(seen) == 3
+    assert all(line.startswith("MigrationError caused by ProgrammingError, ") for line in seen)
+    assert all(int(line.split(", ")[1].split()[0]) > 1 for line in seen)
     revision = catalog.path / "migrations" / "versions" / "bbb2_books.py"
     message = (
         f"MigrationError: alembic upgrade head failed in revision bbb2 "
