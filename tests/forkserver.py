@@ -97,12 +97,18 @@ class Server:
         """The exit code of the forked run, or None when it was killed after ``timeout``."""
         self.requests.write(json.dumps(request).encode() + b"\n")
         self.requests.flush()
-        pid = int(self.answers.readline())
+        pid = self._answer()
         ready, _, _ = select.select([self.answers], [], [], timeout)
         if not ready:
             os.kill(pid, signal.SIGKILL)
-        code = int(self.answers.readline())
+        code = self._answer()
         return code if ready else None
+
+    def _answer(self) -> int:
+        line = self.answers.readline()
+        if not line:
+            raise RuntimeError(f"the fork server ended: python {__file__} </dev/null says why")
+        return int(line)
 
     def close(self) -> None:
         """End the server: it ends when its stdin does."""
