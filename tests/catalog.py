@@ -4,9 +4,9 @@ It is configured only through dbtoolkit's ini settings, which also shows that th
 plugin works with any schema. Tests take it from the ``catalog`` fixture (conftest.py),
 whose ``@pytest.mark.catalog(...)`` marker gives the variants ``catalog_project`` makes.
 
-An inner run whose tests use the database is a subprocess (``run``): factories bound and
-SQLAlchemy registries filled by one run must not leak into the next. One that ends before
-(``run_in_process``) needs no process of its own.
+An inner run whose tests use the database is a process of its own (``run``, forked by
+forkserver.py): factories bound and SQLAlchemy registries filled by one run must not
+leak into the next. One that ends before (``run_in_process``) needs no process of its own.
 """
 
 from __future__ import annotations
