@@ -232,8 +232,8 @@ def test_a_run_without_database_tests_starts_no_server_and_migrates_nothing(
     marker = f"with open({str(log)!r}, 'a') as log:\n    log.write('migrated\\n')\n"
     env_py.write_text(marker + env_py.read_text())
     catalog.makepyfile(test_plain=NOTHING_IMPORTED)
-    # test_plain looks at what its process imported; xdist's workers start from nothing.
-    result = run(catalog, f"--postgresql-exec={pg_ctl}", *args, fresh=not args)
+    # test_plain looks at what its process imported: one started from nothing.
+    result = run(catalog, f"--postgresql-exec={pg_ctl}", *args, fresh=True)
     result.assert_outcomes(passed=2)
     assert set(log.read_text().splitlines()) == {"--version"}  # the header asks, no more
     assert not (catalog.path / ".pytest_cache" / "d" / "dbtoolkit").exists()

@@ -1,7 +1,8 @@
 """A killed run leaves nothing behind: its server is stopped and its files removed.
 
-Each kill test starts a real run of the catalog project in a subprocess (a session of
-its own, so that its process group can be killed), waits until its test is running,
+Each kill test starts a real run of the catalog project in a process of its own (forked:
+``forkserver.Run``; in a session of its own, so that its process group can be killed),
+waits until its test is running,
 kills it, and then waits for the server's processes and directories to be gone.
 With ``DBTOOLKIT_REAPER=off`` the same check fails: what it checks is the reaper's.
 """
@@ -11,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
 
+import forkserver
 import pytest
 from catalog import catalog_project
 
@@ -52,7 +52,7 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Run:
-    """A run of the catalog project in a subprocess, in a session of its own."""
+    """A run of the catalog project in a process of its own, in a session of its own."""
 
     def __init__(
         self, pytester: pytest.Pytester, cache: Path, *args: str, reaper_on: bool, **env: str
@@ -73,14 +73,13 @@ class Run:
             env["TMPDIR"] = own_tmp
             self.roots = (*ROOTS, own_tmp)
         self.output = pytester.path / f"{name}.txt"
-        with self.output.open("w") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "pytest", "-pno:randomly", f"-ocache_dir={cache}", *args],
-                cwd=pytester.path,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        with open(os.devnull) as nothing, self.output.open("w") as output:
+            self.process = forkserver.Run(
+                ["-m", "pytest", "-pno:randomly", f"-ocache_dir={cache}", *args],
+                env,
+                [nothing.fileno(), output.fileno(), output.fileno()],
+                cwd=str(pytester.path),
+                session=True,
             )
 
     def data_directory(self) -> Path:

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import forkserver
 import pytest
 from catalog import CATALOG_SETTINGS, catalog_project, run, run_in_process
 from port_for import select_random
@@ -168,20 +169,15 @@ def test_two_runs_against_one_server_at_once_both_pass_and_clean_up(
     before = dbtoolkit_databases(existing_server)
     catalog_without_conftest(pytester)
     pytester.makepyfile(test_slow="import time\n\ndef test_slow(db_session):\n    time.sleep(1)\n")
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:randomly",
-        f"--dbtoolkit-url={server}",
-    ]
-    runs = [
-        subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    outputs = [process.communicate(timeout=120)[0] for process in runs]
-    assert [process.returncode for process in runs] == [0, 0], outputs
+    runs, logs = [], [pytester.path / f"run{number}.txt" for number in range(2)]
+    for log in logs:
+        with open(os.devnull) as nothing, log.open("w") as output:
+            fds = [nothing.fileno(), output.fileno(), output.fileno()]
+            argv = ["-m", "pytest", "-p", "no:randomly", f"--dbtoolkit-url={server}"]
+            runs.append(forkserver.Run(argv, dict(os.environ), fds))
+    codes = [process.wait(timeout=120) for process in runs]
+    outputs = [log.read_text() for log in logs]
+    assert codes == [0, 0], outputs
     assert all("3 passed" in output for output in outputs), outputs
     assert dbtoolkit_databases(existing_server) <= before
 
@@ -190,25 +186,15 @@ def test_a_killed_runs_databases_are_dropped_by_the_next_run(pytester, existing_
     catalog_without_conftest(pytester)
     pytester.makepyfile(test_hang="import time\n\ndef test_hang(db_session):\n    time.sleep(60)\n")
     before = dbtoolkit_databases(existing_server)
-    hung = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:randomly",
-            f"--dbtoolkit-url={server}",
-            "test_hang.py",
-        ],
-        cwd=pytester.path,
-        stdout=subprocess.DEVNULL,
-    )
+    with open(os.devnull, "r+") as nothing:
+        argv = ["-m", "pytest", "-p", "no:randomly", f"--dbtoolkit-url={server}", "test_hang.py"]
+        hung = forkserver.Run(argv, dict(os.environ), [nothing.fileno()] * 3)
     deadline = time.monotonic() + 60
     while len(dbtoolkit_databases(existing_server) - before) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     left = dbtoolkit_databases(existing_server) - before
     assert len(left) == 2, "the hung run did not create its template and working copy"
-    hung.send_signal(signal.SIGKILL)
+    os.kill(hung.pid, signal.SIGKILL)
     hung.wait()
     assert dbtoolkit_databases(existing_server) - before == left  # killed: nothing cleaned up
 
