@@ -240,7 +240,10 @@ def become(request: dict[str, Any], fds: list[int], path: str, base_path: list[s
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    # What was read from the environment before: Python's bytecode switch, and the
+    # temporary directory (TMPDIR) that tempfile keeps once asked.
     sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+    tempfile.tempdir = None
     # A new process seeds its random generators from os.urandom. After a fork, random's
     # own is seeded again; those that Faker and factory_boy made at import are not.
     sys.modules["faker.generator"].random.seed()

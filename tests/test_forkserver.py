@@ -16,6 +16,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 
 import factory.random
 import faker.generator
@@ -27,6 +28,7 @@ def test_state():
         "path": sys.path[0],
         "cwd": os.getcwd(),
         "env": os.environ.get("FORKSERVER_TEST"),
+        "tmp": tempfile.gettempdir(),
         "forked": "sqlalchemy.orm" in sys.modules,  # imported by the server, not here
         "random": [random.random(), faker.generator.random.random(),
                    factory.random.randgen.random()],
@@ -45,20 +47,25 @@ def test_a_forked_run_and_its_workers_have_directory_environment_and_randomness_
 ) -> None:
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_state=STATE)
-    monkeypatch.setenv("FORKSERVER_TEST", "set")
     # Neither pytest-randomly nor dbtoolkit may seed the generators here.
     args = ("-p", "no:randomly", "-p", "no:dbtoolkit")
-    forkserver.runpytest(pytester, *args, "test_state.py::test_state").assert_outcomes(passed=1)
-    forkserver.runpytest(pytester, *args, "-n", "2").assert_outcomes(passed=2)
+    runs = {"main": ("test_state.py::test_state",), "xdist": ("-n", "2")}
+    for name, run_args in runs.items():  # each with its own environment
+        monkeypatch.setenv("FORKSERVER_TEST", name)
+        monkeypatch.setenv("TMPDIR", str(pytester.mkdir(f"tmp-{name}")))
+        result = forkserver.runpytest(pytester, *args, *run_args)
+        result.assert_outcomes(passed=len(run_args))
     states = {
         name: json.loads((pytester.path / f"state-{name}.json").read_text())
         for name in ("main", "gw0", "gw1")
     }
 
     assert states["main"]["path"] == os.getcwd() == str(pytester.path)
-    assert {(s["cwd"], s["env"], s["forked"]) for s in states.values()} == {
-        (str(pytester.path), "set", True)
-    }
+    run_of = {"main": "main", "gw0": "xdist", "gw1": "xdist"}
+    for name, state in states.items():
+        run = run_of[name]
+        assert (state["cwd"], state["env"], state["forked"]) == (str(pytester.path), run, True)
+        assert state["tmp"] == str(pytester.path / f"tmp-{run}")
     # random's, Faker's and factory_boy's generators: each process draws its own.
     for drawn in zip(*(s["random"] for s in states.values()), strict=True):
         assert len(set(drawn)) == 3
