@@ -369,10 +369,6 @@ def _save_copy(datadir: Path, destination: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-# Where servers' working directories are: in RAM, or the default temporary directory.
-_SCRATCH_ROOTS = ("/dev/shm", tempfile.gettempdir())
-
-
 def _scratch_root() -> str | None:
     """A RAM-backed temporary directory when there is one with room, else the default."""
     try:
@@ -405,7 +401,9 @@ def running_server(
     import psycopg2
 
     os_user = service_user()
-    reaper.sweep(_SCRATCH_ROOTS)  # what killed runs left that their watchers did not remove
+    # What killed runs left in RAM or the temporary directory (where servers' working
+    # directories are) that their watchers did not remove.
+    reaper.sweep(("/dev/shm", tempfile.gettempdir()))
     with ExitStack() as cleanup:
         workdir = _private_dir("dbtoolkit-pg-", os_user, _scratch_root())
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
