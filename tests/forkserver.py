@@ -8,8 +8,9 @@ which imported all of that once. The fork then goes on as ``python -m pytest`` w
 The xdist workers of a forked run are forked too: its execnet starts them through
 ``python forkserver.py connect``, which hands its stdin and stdout to a fork.
 
-Runs that look at what was imported, or that hide installed packages from the inner
-run, need processes started from nothing: ``pytester.runpytest_subprocess``.
+``Run`` stands in for ``subprocess.Popen`` where a test needs a run to kill, or several
+at once. Runs that look at what was imported, or that hide installed packages from the
+inner run, need processes started from nothing: ``pytester.runpytest_subprocess``.
 
 The server listens on a Unix socket. For each connection it forks a supervisor, which
 takes the request (a JSON line: directory, environment, Python's arguments) and the
@@ -131,7 +132,7 @@ class Run:
 
 def _number(line: bytes) -> int:
     if not line:
-        raise RuntimeError(f"the fork server ended: python {__file__} serve says why")
+        raise RuntimeError(f"the fork server ended: python {__file__} serve X </dev/null says why")
     return int(line)
 
 
@@ -276,7 +277,9 @@ if __name__ == "__main__":
     request, fds = serve(socket_path)
     become(request, fds, socket_path, base_path)
     # The run: from here on, what python does with these arguments.
-    argv = [arg for arg in request["argv"] if arg != "-u"]
+    argv = request["argv"]
+    while argv[0] == "-u":  # unbuffered output: execnet's worker writes none through sys
+        argv = argv[1:]
     if argv[0] == "-m":
         import runpy
 
