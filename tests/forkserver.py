@@ -225,7 +225,8 @@ def preload() -> None:
     ):
         pytest.main(["-VV", "-p", "no:cacheprovider"])
     for name in PRELOAD:
-        __import__(name)
+        with contextlib.suppress(ImportError):  # not in every venv CI runs the suite in
+            __import__(name)
     # What was imported stays: the collections of each run (pytest asks for several at
     # its end) need not go through it.
     gc.freeze()
@@ -247,10 +248,13 @@ def become(request: dict[str, Any], fds: list[int], path: str, base_path: list[s
     tempfile.tempdir = None
     # A new process seeds its random generators from os.urandom. After a fork, random's
     # own is seeded again; those that Faker and factory_boy made at import are not.
-    sys.modules["faker.generator"].random.seed()
-    sys.modules["factory.random"].randgen.seed()
+    for module, generator in (("faker.generator", "random"), ("factory.random", "randgen")):
+        if module in sys.modules:
+            getattr(sys.modules[module], generator).seed()
     pythonpath = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
     sys.path[:] = [os.getcwd(), *pythonpath, *base_path]
+    if "xdist.plugin" not in sys.modules:  # where xdist is installed, its plugin is loaded
+        return
     # xdist gives its workers the sys.path it was imported with.
     sys.modules["xdist.plugin"]._sys_path[:] = sys.path
     # execnet starts xdist's workers as "python -u -c CODE": through this file instead.
