@@ -2,8 +2,8 @@
 
 Each kill test starts a real run of the catalog project in a process of its own (forked:
 ``forkserver.Run``; in a session of its own, so that its process group can be killed),
-waits until its test is running,
-kills it, and then waits for the server's processes and directories to be gone.
+waits until its test is running, kills it, and then waits for the server's processes and
+directories to be gone.
 With ``DBTOOLKIT_REAPER=off`` the same check fails: what it checks is the reaper's.
 """
 
