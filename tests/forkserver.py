@@ -155,10 +155,9 @@ def _server() -> str:
     server.stdout.close()
 
     @atexit.register
-    def stop() -> None:  # the server ends when its stdin does
+    def stop() -> None:  # the server ends when its stdin does, even if this process is killed
         server.stdin.close()
         server.wait()
-        shutil.rmtree(os.path.dirname(path))
 
     return path
 
@@ -176,6 +175,7 @@ def serve(path: str) -> tuple[dict[str, Any], list[int]]:
             while os.waitpid(-1, os.WNOHANG)[0]:  # supervisors that are done
                 pass
         if sys.stdin in ready and not os.read(sys.stdin.fileno(), 1):
+            shutil.rmtree(os.path.dirname(path))
             sys.exit(0)
         if listener in ready:
             connection, _ = listener.accept()
