@@ -316,7 +316,7 @@ def pytest_runtest_makereport(
         report.longrepr = f"{excinfo.typename}: {excinfo.value}"
     else:
         report = yield
-    if call.excinfo is not None and any(words in str(call.excinfo.value) for words in _OTHER_LOOP):
+    if excinfo is not None and any(words in str(excinfo.value) for words in _OTHER_LOOP):
         report.sections.append(("dbtoolkit", loop_mismatch(item)))
     if report.failed and TEST in item.stash and not isinstance(item, collect.MigrationCheck):
         settings = item.config.stash[STATE].settings

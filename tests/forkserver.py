@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -76,8 +78,8 @@ def runpytest(pytester: pytest.Pytester, *args: str, timeout: float = 180) -> py
     out, err = pytester.path / "stdout", pytester.path / "stderr"
     print("running: pytest", *args, "forked, in", os.getcwd())
     start = time.monotonic()
-    with open(os.devnull) as nothing, out.open("w") as stdout, err.open("w") as stderr:
-        run = Run(["-m", "pytest", *args], env, [f.fileno() for f in (nothing, stdout, stderr)])
+    with streams(out, err) as fds:
+        run = Run(["-m", "pytest", *args], env, fds)
     ret = run.wait(timeout)
     duration = time.monotonic() - start
     if ret is None:
@@ -89,11 +91,28 @@ def runpytest(pytester: pytest.Pytester, *args: str, timeout: float = 180) -> py
     return pytest.RunResult(ret, outlines, errlines, duration)
 
 
+@contextlib.contextmanager
+def streams(stdout: Path | None = None, stderr: Path | None = None) -> Iterator[list[int]]:
+    """A run's stdin, stdout and stderr: /dev/null, unless written to these files.
+
+    The same file for both is opened once, as ``stderr=subprocess.STDOUT`` would have it.
+    """
+    with contextlib.ExitStack() as files:
+        nothing = files.enter_context(open(os.devnull, "r+"))
+
+        def opened(path: Path | None) -> Any:
+            return files.enter_context(path.open("w")) if path else nothing
+
+        out = opened(stdout)
+        err = out if stderr == stdout else opened(stderr)
+        yield [nothing.fileno(), out.fileno(), err.fileno()]
+
+
 class Run:
     """``python *argv`` forked by the server, with ``env``, in ``cwd`` (this directory).
 
-    ``fds`` become its stdin, stdout and stderr; with ``session`` it starts a session of
-    its own, as ``subprocess.Popen(..., start_new_session=True)`` does.
+    ``fds`` become its stdin, stdout and stderr (see ``streams``); with ``session`` it
+    starts a session of its own, as ``subprocess.Popen(..., start_new_session=True)`` does.
     """
 
     def __init__(

@@ -73,11 +73,11 @@ class Run:
             env["TMPDIR"] = own_tmp
             self.roots = (*ROOTS, own_tmp)
         self.output = pytester.path / f"{name}.txt"
-        with open(os.devnull) as nothing, self.output.open("w") as output:
+        with forkserver.streams(self.output, self.output) as fds:
             self.process = forkserver.Run(
                 ["-m", "pytest", "-pno:randomly", f"-ocache_dir={cache}", *args],
                 env,
-                [nothing.fileno(), output.fileno(), output.fileno()],
+                fds,
                 cwd=str(pytester.path),
                 session=True,
             )

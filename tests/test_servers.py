@@ -170,10 +170,9 @@ def test_two_runs_against_one_server_at_once_both_pass_and_clean_up(
     catalog_without_conftest(pytester)
     pytester.makepyfile(test_slow="import time\n\ndef test_slow(db_session):\n    time.sleep(1)\n")
     runs, logs = [], [pytester.path / f"run{number}.txt" for number in range(2)]
+    argv = ["-m", "pytest", "-p", "no:randomly", f"--dbtoolkit-url={server}"]
     for log in logs:
-        with open(os.devnull) as nothing, log.open("w") as output:
-            fds = [nothing.fileno(), output.fileno(), output.fileno()]
-            argv = ["-m", "pytest", "-p", "no:randomly", f"--dbtoolkit-url={server}"]
+        with forkserver.streams(log, log) as fds:
             runs.append(forkserver.Run(argv, dict(os.environ), fds))
     codes = [process.wait(timeout=120) for process in runs]
     outputs = [log.read_text() for log in logs]
@@ -186,9 +185,9 @@ def test_a_killed_runs_databases_are_dropped_by_the_next_run(pytester, existing_
     catalog_without_conftest(pytester)
     pytester.makepyfile(test_hang="import time\n\ndef test_hang(db_session):\n    time.sleep(60)\n")
     before = dbtoolkit_databases(existing_server)
-    with open(os.devnull, "r+") as nothing:
-        argv = ["-m", "pytest", "-p", "no:randomly", f"--dbtoolkit-url={server}", "test_hang.py"]
-        hung = forkserver.Run(argv, dict(os.environ), [nothing.fileno()] * 3)
+    argv = ["-m", "pytest", "-p", "no:randomly", f"--dbtoolkit-url={server}", "test_hang.py"]
+    with forkserver.streams() as fds:
+        hung = forkserver.Run(argv, dict(os.environ), fds)
     deadline = time.monotonic() + 60
     while len(dbtoolkit_databases(existing_server) - before) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
