@@ -289,6 +289,26 @@ def become(request: dict[str, Any], fds: list[int], path: str, base_path: list[s
     gateway_io.popen_args = forked_popen_args
 
 
+def end(code: object) -> None:
+    """Exit as Python would with ``code``, but without tearing the interpreter down.
+
+    Its teardown walks every object the server imported and writes to each, which
+    copies their memory into this fork: about 0.08 s of CPU a run, to no end.
+    """
+    import atexit
+    import threading
+
+    threading._shutdown()  # as Python's exit: wait for the threads, then atexit
+    atexit._run_exitfuncs()
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__" and sys.argv[1] == "connect":
     # python -S forkserver.py connect SOCKET ARGS: python ARGS, forked, on these stdin,
     # stdout and stderr; in its place as far as its parent can tell.
@@ -303,15 +323,19 @@ if __name__ == "__main__":
     argv = request["argv"]
     while argv[0] == "-u":  # unbuffered output: execnet's worker writes none through sys
         argv = argv[1:]
-    if argv[0] == "-m":
-        import runpy
+    try:
+        if argv[0] == "-m":
+            import runpy
 
-        sys.argv = [argv[1], *argv[2:]]
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-    else:  # -c CODE
-        import types
+            sys.argv = [argv[1], *argv[2:]]
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:  # -c CODE
+            import types
 
-        main = sys.modules["__main__"] = types.ModuleType("__main__")
-        sys.path[0] = ""
-        sys.argv = ["-c", *argv[2:]]
-        exec(argv[1], main.__dict__)
+            main = sys.modules["__main__"] = types.ModuleType("__main__")
+            sys.path[0] = ""
+            sys.argv = ["-c", *argv[2:]]
+            exec(argv[1], main.__dict__)
+    except SystemExit as exiting:
+        end(exiting.code)
+    end(0)

@@ -69,3 +69,35 @@ def test_a_forked_run_and_its_workers_have_directory_environment_and_randomness_
     # random's, Faker's and factory_boy's generators: each process draws its own.
     for drawn in zip(*(s["random"] for s in states.values()), strict=True):
         assert len(set(drawn)) == 3
+
+
+ENDING = """
+import atexit
+import threading
+import time
+from pathlib import Path
+
+
+def test_fails_and_leaves_a_thread_running():
+    def finish():
+        time.sleep(0.2)
+        Path("thread.txt").write_text("finished")
+
+    threading.Thread(target=finish).start()
+    atexit.register(lambda: Path("atexit.txt").write_text(Path("thread.txt").read_text()))
+    atexit.register(print, "printed at exit")
+    assert False
+"""
+
+
+def test_a_forked_run_ends_as_python_would(pytester: pytest.Pytester) -> None:
+    """With its exit status and all its output, threads joined, then atexit's functions run."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_ending=ENDING)
+
+    result = forkserver.runpytest(pytester, "-p", "no:randomly", "-p", "no:dbtoolkit")
+
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(failed=1)
+    assert result.outlines[-1] == "printed at exit"
+    assert (pytester.path / "atexit.txt").read_text() == "finished"
