@@ -59,14 +59,14 @@ class Run:
     ):
         name = f"run-{len(list(pytester.path.glob('run-*.txt')))}"
         self.marker = pytester.path / f"{name}.running"
-        env = {**os.environ, **env, "REAPER_MARKER": str(self.marker)}
-        env.pop("PYTEST_ADDOPTS", None)
-        if not reaper_on:
-            env[reaper.SWITCH] = "off"
         # A run without a reaper keeps its record where no other run's sweep looks (runs
         # on other xdist workers start servers, sweeping what dead owners left first),
         # so that its leak shows; runs given one TMPDIR see each other's records.
         own_tmp = env.get("TMPDIR") or (None if reaper_on else str(pytester.path / f"{name}-tmp"))
+        env = {**os.environ, **env, "REAPER_MARKER": str(self.marker)}
+        env.pop("PYTEST_ADDOPTS", None)
+        if not reaper_on:
+            env[reaper.SWITCH] = "off"
         self.roots = ROOTS
         if own_tmp:
             Path(own_tmp).mkdir(exist_ok=True)
@@ -242,8 +242,9 @@ def test_a_run_killed_during_its_migrations_leaves_nothing_and_the_next_is_green
     assert "1 passed" in next_run.output.read_text()
 
 
-def test_the_next_run_stops_a_killed_runs_server_and_never_a_live_one(start, tmp_path) -> None:
-    shared = str(tmp_path / "tmp")  # the three runs' records, out of other runs' sight
+def test_the_next_run_stops_a_killed_runs_server_and_never_a_live_one(start, pytester) -> None:
+    # The three runs' records, out of other runs' sight; where start's clean-up finds them.
+    shared = str(pytester.path / "tmp")
     live = start(reaper_on=False, TMPDIR=shared)
     killed = start(reaper_on=False, TMPDIR=shared)  # in the same second
     live_data, data = live.data_directory(), killed.data_directory()
