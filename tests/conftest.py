@@ -21,10 +21,10 @@ seeded_users = seed(UserFactory, 5)
 # the suite's time. They go to RAM where /dev/shm has room, as dbtoolkit's servers do,
 # unless TMPDIR says where. (Set here, before pytest picks its base temporary directory
 # and starts xdist's workers, which inherit it, as do the inner runs.)
-if "TMPDIR" not in os.environ and os.access("/dev/shm", os.W_OK):
-    if shutil.disk_usage("/dev/shm").free > 4 * 2**30:
-        os.environ["TMPDIR"] = "/dev/shm"
-        tempfile.tempdir = None
+ram = Path("/dev/shm")
+if "TMPDIR" not in os.environ and ram.is_dir() and shutil.disk_usage(ram).free > 4 * 2**30:
+    os.environ["TMPDIR"] = str(ram)
+    tempfile.tempdir = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,13 +57,21 @@ def _clean_environment(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
 def inner_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where inner runs keep their pytest caches, one per project below it.
 
-    Shared by the inner runs of this outer run (of this xdist worker: one run at a time),
-    so that a project's template is initdb'd and migrated once for all of them. One cache
-    per project, as in real use: a cache keeps a few histories' data directories only.
+    Shared by the inner runs of this outer run, on all its xdist workers (in the base
+    temporary directory that theirs are in), so that a project's template is initdb'd
+    and migrated once for all of them; two runs that save the same history at once are
+    fine, one of them wins. One cache per project, as in real use. A cache keeps three
+    histories' data directories: one that saved a fourth would remove the oldest,
+    perhaps while another worker's run copies it, so no project has more than three.
     Not for runs that look into the cache or must migrate a history that another run may
     have saved (they would find it migrated): those keep a cache of their own.
     """
-    return tmp_path_factory.mktemp("inner-cache")
+    base = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        base = base.parent
+    path = base / "inner-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture

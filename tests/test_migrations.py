@@ -5,13 +5,14 @@ created and dropped by dbtoolkit.schema.created_database; the test database that
 db_session uses is only read.
 """
 
+import os
 import re
-import subprocess
-import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import forkserver
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -127,26 +128,19 @@ def model_differences(engine) -> list[object]:
 
 
 def alembic_cli(url: URL, *arguments: str) -> str:
-    """Run the alembic command line as a user would, from the project root."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alembic",
-            "-c",
-            str(ALEMBIC_INI),
-            "-x",
-            f"url={url.render_as_string(hide_password=False)}",
-            *arguments,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout + result.stderr
+    """Run the alembic command line as a user would, from the project root.
+
+    ``python -m alembic``, forked from the process that has imported Alembic already.
+    """
+    argv = ["-m", "alembic", "-c", str(ALEMBIC_INI), "-x", f"url={url.render_as_string(False)}"]
+    with tempfile.TemporaryDirectory() as scratch:
+        output = Path(scratch) / "output"
+        with forkserver.streams(output, output) as fds:
+            run = forkserver.Run([*argv, *arguments], dict(os.environ), fds, cwd=str(REPO))
+        returncode = run.wait(timeout=120)
+        text = output.read_text()
+    assert returncode == 0, text
+    return text
 
 
 def test_history_is_one_line_ending_at_0005():

@@ -45,10 +45,10 @@ def {name}(db_session):
 """
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def shared_cache(inner_cache: Path) -> Path:
     """One pytest cache for the inner runs: the catalog's template is migrated once."""
-    return tmp_path_factory.mktemp("reaper-cache")
+    return inner_cache / "reaper"
 
 
 class Run:
